@@ -177,7 +177,7 @@ export class EmbeddedLog implements Log {
       fs.mkdirSync(path.join(dataDir, 'topics'), { recursive: true });
       lock = await lockDataDir(dataDir);
     } else if (!fs.existsSync(dataDir)) {
-      throw new SluiceError('INVALID_ARGUMENT', `data directory ${dataDir} does not exist`, { context: { dir: dataDir } });
+      throw new SluiceError('INVALID_ARGUMENT', `data directory ${dataDir} does not exist: nothing has been written there yet (check --data-dir)`, { context: { dir: dataDir } });
     }
     const log = new EmbeddedLog(dataDir, readOnly, defaults, options.onEvent ?? (() => {}), lock);
     try {
@@ -232,7 +232,9 @@ export class EmbeddedLog implements Log {
       throw new SluiceError('IO_ERROR', `cannot read ${path.join(dir, 'topic.json')}: ${(err as Error).message}`, { cause: err });
     }
     const config: TopicConfig = { ...DEFAULT_TOPIC_CONFIG, ...stored };
-    const topic: Topic = { name, dir, config, partitions: [], sticky: 0 };
+    // Kafka's sticky partitioner starts at a random partition too: short-lived producers that each
+    // append once would otherwise all land on partition 0.
+    const topic: Topic = { name, dir, config, partitions: [], sticky: Math.floor(Math.random() * config.partitions) };
     for (let p = 0; p < config.partitions; p++) {
       topic.partitions.push(
         Partition.open({
@@ -592,7 +594,8 @@ class EmbeddedConsumer implements Consumer {
     this.memberId = log.internals().membership.join(group, topics);
   }
 
-  private async sync(): Promise<void> {
+  /** Adopts the group's current assignment; cheap when the generation has not moved. */
+  private sync(): void {
     const { membership, offsetStore, partition } = this.log.internals();
     const generation = membership.generation(this.group);
     if (generation === this.generation) return;
@@ -610,15 +613,17 @@ class EmbeddedConsumer implements Consumer {
   }
 
   assignment(): TopicPartition[] {
-    const { membership } = this.log.internals();
-    return membership.assignment(this.group, this.memberId);
+    this.sync();
+    return this.owned.map((tp) => ({ ...tp }));
   }
 
   positions(): TopicPartitionOffset[] {
+    this.sync();
     return [...this.positionMap.values()].map((p) => ({ ...p }));
   }
 
   seek(topic: string, partition: number, offset: bigint): void {
+    this.sync();
     const key = tpKey({ topic, partition });
     if (!this.positionMap.has(key)) {
       throw new SluiceError('NOT_ASSIGNED', `${topic}/${partition} is not assigned to ${this.memberId}`, { context: { topic, partition } });
@@ -628,7 +633,7 @@ class EmbeddedConsumer implements Consumer {
 
   async poll(options: ReadOptions = {}): Promise<LogRecord[]> {
     if (this.closed) throw new SluiceError('LOG_CLOSED', 'the consumer is closed');
-    await this.sync();
+    this.sync();
     const { partition } = this.log.internals();
     const maxBytes = options.maxBytes ?? 1 << 20;
     const out: LogRecord[] = [];

@@ -186,7 +186,11 @@ export interface Log {
   append(topic: string, records: ProducerRecord[]): Promise<AppendResult>;
   /** Reads whole batches starting at the batch holding `offset`; records below `offset` are dropped. */
   read(topic: string, partition: number, offset: bigint, options?: ReadOptions): Promise<ReadResult>;
-  /** Resolves an {@link OffsetSpec} to a concrete offset in [start, end]. */
+  /**
+   * Resolves an {@link OffsetSpec} to a concrete offset in [start, end]. An explicit offset outside
+   * that range throws `OFFSET_OUT_OF_RANGE` rather than being clamped, so a typo is not silently
+   * turned into "from the beginning".
+   */
   offsetFor(topic: string, partition: number, spec: OffsetSpec): Promise<bigint>;
 
   /** Durably and atomically records offsets for a group, outside any membership (admin use). */
