@@ -5,7 +5,7 @@
  * The append pipeline, in order:
  * 1. `append` encodes the batch into the partition's write buffer and assigns offsets at once, so
  *    offsets follow call order.
- * 2. A flush, scheduled with `setImmediate`, writes every batch encoded since the last flush in one
+ * 2. A flush, scheduled with `process.nextTick`, writes every batch encoded since the last flush in one
  *    `write` per segment. Appends made while a flush (and its fsync) is running wait for the next
  *    one, which is how concurrent appends share one write and one fsync.
  * 3. When the bytes are durable under the topic's policy, the high watermark moves, waiting readers
@@ -180,7 +180,9 @@ export class Partition {
     this.spans.push({ segment, start, end: start + batch.size, nextOffset: this.nextOffset, resolve, reject });
     if (!this.flushScheduled && !this.flushing) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      // nextTick runs after the current synchronous code and the promise callbacks it triggers, so
+      // appends issued together still share a flush, without waiting for another event-loop turn.
+      process.nextTick(() => this.flush());
     }
     return { baseOffset, done };
   }
@@ -251,7 +253,7 @@ export class Partition {
     }
     if (this.spans.length > 0 && !this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      process.nextTick(() => this.flush());
     }
   }
 
@@ -361,7 +363,7 @@ export class Partition {
     // A segment can be replaced by compaction or deleted by retention between the lookup and the
     // read; the lookup is then simply repeated.
     for (let attempt = 0; attempt < 5; attempt++) {
-      const result = await this.readFrom(cursor, maxBytes, records);
+      const result = this.readFrom(cursor, maxBytes, records);
       if (result !== null) return { records, nextOffset: result, highWatermark: this.hw, logStartOffset: this.logStartOffset };
       this.checkRange(cursor);
     }
@@ -379,7 +381,7 @@ export class Partition {
   }
 
   /** Reads from `offset` into `out`; returns the next offset, or null when a segment vanished mid-read. */
-  private async readFrom(offset: bigint, maxBytes: number, out: LogRecord[]): Promise<bigint | null> {
+  private readFrom(offset: bigint, maxBytes: number, out: LogRecord[]): bigint | null {
     const hw = this.hw;
     let cursor = offset;
     let segIndex = this.segmentIndexFor(cursor);
@@ -396,9 +398,8 @@ export class Partition {
         position = -1;
         continue;
       }
-      let pending = segment.read(position, Math.min(bytesLeft, visible - position));
-      if (pending === null) return null;
-      let buf = await pending;
+      let buf = segment.read(position, Math.min(bytesLeft, visible - position));
+      if (buf === null) return null;
       let at = 0;
       while (at < buf.length) {
         const check = checkBatch(buf, at, buf.length);
@@ -422,9 +423,8 @@ export class Partition {
         if (position + check.needed > visible) {
           throw new SluiceError('CORRUPT_RECORD', `${this.topic}/${this.partition}: batch at position ${position} claims ${check.needed} bytes past the end of ${segment.logPath}`);
         }
-        pending = segment.read(position, check.needed);
-        if (pending === null) return null;
-        buf = await pending;
+        buf = segment.read(position, check.needed);
+        if (buf === null) return null;
       }
       bytesLeft -= at;
       position += at;

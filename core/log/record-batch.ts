@@ -52,6 +52,7 @@ function writeInt64FromNumber(buf: Buffer, pos: number, value: number): void {
 
 /** Size of the zigzag varint of an integer in the safe range. */
 export function varintSize(value: number): number {
+  if (value >= -64 && value < 64) return 1;
   let z = value >= 0 ? value * 2 : -value * 2 - 1;
   let size = 1;
   while (z >= 128) {
@@ -62,6 +63,10 @@ export function varintSize(value: number): number {
 }
 
 function writeVarint(buf: Buffer, pos: number, value: number): number {
+  if (value >= 0 && value < 64) {
+    buf[pos] = value * 2;
+    return pos + 1;
+  }
   let z = value >= 0 ? value * 2 : -value * 2 - 1;
   // Bit operations are only valid below 2^31; larger values (timestamp deltas) take the slow path.
   while (z >= 0x80000000) {
@@ -175,7 +180,7 @@ export function encodeBatch(
     // 5 bytes per varint bounds the length, attributes, offset delta, key and value lengths; a
     // timestamp delta takes at most 10.
     estimate += 30 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
-    if (hasHeaders(r.headers)) estimate += headersSize(r.headers);
+    if (r.headers !== undefined && hasHeaders(r.headers)) estimate += headersSize(r.headers);
   }
   out.ensure(estimate);
   const buf = out.buf;
@@ -189,7 +194,7 @@ export function encodeBatch(
     const timestampDelta = timestamp - baseTimestamp;
     const key = r.key ?? null;
     const value = r.value;
-    const headers = hasHeaders(r.headers) ? r.headers : null;
+    const headers = r.headers !== undefined && hasHeaders(r.headers) ? r.headers : null;
     const keyLength = key === null ? -1 : key.length;
     const valueLength = value === null ? -1 : value.length;
     const offsetDelta = layout === undefined ? i : layout.deltas[i]!;
@@ -207,9 +212,16 @@ export function encodeBatch(
     pos = writeVarint(buf, pos, timestampDelta);
     pos = writeVarint(buf, pos, offsetDelta);
     pos = writeVarint(buf, pos, keyLength);
-    if (key !== null) pos += key.copy(buf, pos);
+    // TypedArray#set is a plain memcpy; Buffer#copy goes through argument checks in JS first.
+    if (key !== null) {
+      buf.set(key, pos);
+      pos += keyLength;
+    }
     pos = writeVarint(buf, pos, valueLength);
-    if (value !== null) pos += value.copy(buf, pos);
+    if (value !== null) {
+      buf.set(value, pos);
+      pos += valueLength;
+    }
     if (headers === null) {
       buf[pos++] = 0;
     } else {
@@ -225,7 +237,8 @@ export function encodeBatch(
           pos = writeVarint(buf, pos, -1);
         } else {
           pos = writeVarint(buf, pos, hv.length);
-          pos += hv.copy(buf, pos);
+          buf.set(hv, pos);
+          pos += hv.length;
         }
       }
     }
