@@ -19,6 +19,7 @@ export const ERROR_CODES = [
   'SPEC_INVALID',
   'CONFIG_INVALID',
   'CONNECTOR_FAILED',
+  'TRANSFORM_FAILED',
   'RETRIABLE',
 ] as const;
 
