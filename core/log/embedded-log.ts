@@ -294,8 +294,9 @@ export class EmbeddedLog implements Log {
   private createTopicSync(name: string, overrides: Partial<TopicConfig>): void {
     const config: TopicConfig = { ...this.defaults, ...stripUndefined(overrides) };
     validateTopicConfig(config);
-    // Built under a hidden name and renamed into place, so a crash never leaves half a topic.
-    const tmp = path.join(this.topicsDir, `.creating-${name}-${process.pid}`);
+    // Built under a hidden name and renamed into place, so a crash never leaves half a topic. The
+    // name is cut so that the hidden name of a 249-character topic still fits in NAME_MAX (255).
+    const tmp = path.join(this.topicsDir, `.creating-${name.slice(0, 200)}-${process.pid}`);
     fs.rmSync(tmp, { recursive: true, force: true });
     fs.mkdirSync(tmp, { recursive: true });
     writeFileAtomic(path.join(tmp, 'topic.json'), JSON.stringify(config, null, 2) + '\n');
@@ -310,7 +311,7 @@ export class EmbeddedLog implements Log {
     const topic = this.topic(name);
     this.topics.delete(name);
     for (const p of topic.partitions) await p.close();
-    const trash = path.join(this.topicsDir, `.deleted-${name}-${Date.now()}`);
+    const trash = path.join(this.topicsDir, `.deleted-${name.slice(0, 200)}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
     fs.renameSync(topic.dir, trash);
     syncDir(this.topicsDir);
     fs.rmSync(trash, { recursive: true, force: true });
@@ -371,15 +372,16 @@ export class EmbeddedLog implements Log {
     for (let i = 0; i < count; i++) {
       const r = records[i]!;
       let p: number;
-      if (r.partition !== undefined) {
+      if (compacted && r.key == null) {
+        // Also with an explicit partition: compaction would silently drop a record without a key.
+        throw new SluiceError('INVALID_ARGUMENT', `topic ${topicName} is compacted, so every record needs a key (record ${i} has none)`, { context: { topic: topicName, index: i } });
+      } else if (r.partition !== undefined) {
         if (!Number.isInteger(r.partition) || r.partition < 0 || r.partition >= n) {
           throw new SluiceError('INVALID_ARGUMENT', `record ${i} names partition ${r.partition}, but ${topicName} has partitions 0..${n - 1}`, { context: { topic: topicName, partition: r.partition } });
         }
         p = r.partition;
       } else if (r.key != null) {
         p = partitionForKey(r.key, n);
-      } else if (compacted) {
-        throw new SluiceError('INVALID_ARGUMENT', `topic ${topicName} is compacted, so every record needs a key (record ${i} has none)`, { context: { topic: topicName, index: i } });
       } else {
         p = sticky;
       }
@@ -460,7 +462,7 @@ export class EmbeddedLog implements Log {
   async describeGroup(group: string): Promise<GroupPartitionStatus[]> {
     this.assertOpen();
     const committed = this.offsetStore.offsets(group);
-    const topics = [...new Set(committed.map((o) => o.topic))].filter((t) => this.topics.has(t) || this.readOnly);
+    const topics = [...new Set([...committed.map((o) => o.topic), ...this.membership.subscribedTopics(group)])].sort();
     const out: GroupPartitionStatus[] = [];
     for (const name of topics) {
       let topic: Topic;

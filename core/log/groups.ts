@@ -121,6 +121,13 @@ export class GroupMembership {
     if (state.members.size === 0) this.groups.delete(group);
   }
 
+  /** Topics the group's current members read, so lag shows before a first commit. */
+  subscribedTopics(group: string): string[] {
+    const topics = new Set<string>();
+    for (const member of this.groups.get(group)?.members.values() ?? []) for (const t of member.topics) topics.add(t);
+    return [...topics];
+  }
+
   generation(group: string): number {
     return this.groups.get(group)?.generation ?? 0;
   }

@@ -197,7 +197,7 @@ export interface Log {
   commitOffsets(group: string, offsets: TopicPartitionOffset[]): Promise<void>;
   committedOffsets(group: string): Promise<TopicPartitionOffset[]>;
   listGroups(): Promise<string[]>;
-  /** Committed offset, end offset and lag for every partition of every topic the group committed on. */
+  /** Committed offset, end offset and lag for every partition of every topic the group committed on or its active members read. */
   describeGroup(group: string): Promise<GroupPartitionStatus[]>;
   /** Moves the group's offsets for every partition of `topic` and returns the new ones. */
   resetGroup(group: string, topic: string, to: OffsetSpec): Promise<TopicPartitionOffset[]>;

@@ -1,0 +1,71 @@
+/**
+ * The runtime's Prometheus metrics (prom-client). Every series a connector gets for free is
+ * measured here, by the runtime, so no connector can forget one: records in and out, errors,
+ * dead letters, consumer lag, log size, and the latency of appends and puts.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { MetricLabels, MetricSpec, TaskMetrics } from '../connector.ts';
+import { SluiceError } from '../errors.ts';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class RuntimeMetrics {
+  readonly registry = new Registry();
+  readonly recordsIn: Counter<'pipeline' | 'connector'>;
+  readonly recordsOut: Counter<'pipeline' | 'connector'>;
+  readonly errors: Counter<'pipeline' | 'connector' | 'stage'>;
+  readonly deadLetters: Counter<'pipeline' | 'connector'>;
+  readonly lag: Gauge<'group' | 'topic' | 'partition'>;
+  readonly logSize: Gauge<'topic' | 'partition'>;
+  readonly appendLatency: Histogram<'pipeline' | 'connector'>;
+  readonly putLatency: Histogram<'pipeline' | 'connector'>;
+  readonly connectorState: Gauge<'pipeline' | 'connector' | 'state'>;
+  private readonly custom = new Map<string, Counter<string> | Gauge<string> | Histogram<string>>();
+
+  constructor() {
+    const registers = [this.registry];
+    this.recordsIn = new Counter({ name: 'sluice_records_in_total', help: 'Records a connector received: polled by a source, or read from the log by a sink.', labelNames: ['pipeline', 'connector'], registers });
+    this.recordsOut = new Counter({ name: 'sluice_records_out_total', help: 'Records a connector delivered: appended to the log by a source, or written by a sink.', labelNames: ['pipeline', 'connector'], registers });
+    this.errors = new Counter({ name: 'sluice_errors_total', help: 'Failed records and calls, by stage (poll, transform, route, append, put, commit).', labelNames: ['pipeline', 'connector', 'stage'], registers });
+    this.deadLetters = new Counter({ name: 'sluice_dlq_records_total', help: 'Records sent to the dead-letter queue.', labelNames: ['pipeline', 'connector'], registers });
+    this.lag = new Gauge({ name: 'sluice_consumer_lag_records', help: 'Records between a consumer group committed offset and the end of the partition.', labelNames: ['group', 'topic', 'partition'], registers });
+    this.logSize = new Gauge({ name: 'sluice_log_size_bytes', help: 'Bytes stored per topic partition.', labelNames: ['topic', 'partition'], registers });
+    this.appendLatency = new Histogram({ name: 'sluice_append_latency_seconds', help: 'Time for a source batch to become durable in the log.', labelNames: ['pipeline', 'connector'], buckets: LATENCY_BUCKETS, registers });
+    this.putLatency = new Histogram({ name: 'sluice_put_latency_seconds', help: 'Time a sink took to write one batch.', labelNames: ['pipeline', 'connector'], buckets: LATENCY_BUCKETS, registers });
+    this.connectorState = new Gauge({ name: 'sluice_connector_state', help: '1 for the state a connector is in (RUNNING, PAUSED, FAILED), 0 otherwise.', labelNames: ['pipeline', 'connector', 'state'], registers });
+  }
+
+  /** The {@link TaskMetrics} a task gets: its connector's declared metrics, labelled for the task. */
+  taskMetrics(connectorType: string, declared: Readonly<Record<string, MetricSpec>> | undefined, labels: { pipeline: string; connector: string; task: number }): TaskMetrics {
+    const series = new Map<string, Counter<string> | Gauge<string> | Histogram<string>>();
+    for (const [name, spec] of Object.entries(declared ?? {})) {
+      const metricName = `sluice_${connectorType}_${name}`.replace(/-/g, '_');
+      let metric = this.custom.get(metricName);
+      if (!metric) {
+        const labelNames = ['pipeline', 'connector', 'task', ...(spec.labels ?? [])];
+        const registers = [this.registry];
+        metric =
+          spec.type === 'counter'
+            ? new Counter({ name: metricName, help: spec.help, labelNames, registers })
+            : spec.type === 'gauge'
+              ? new Gauge({ name: metricName, help: spec.help, labelNames, registers })
+              : new Histogram({ name: metricName, help: spec.help, labelNames, buckets: LATENCY_BUCKETS, registers });
+        this.custom.set(metricName, metric);
+      }
+      series.set(name, metric);
+    }
+    const base = { pipeline: labels.pipeline, connector: labels.connector, task: String(labels.task) };
+    const get = (name: string, type: MetricSpec['type']): Counter<string> | Gauge<string> | Histogram<string> => {
+      const metric = series.get(name);
+      if (!metric || declared?.[name]?.type !== type) {
+        throw new SluiceError('INVALID_ARGUMENT', `connector ${connectorType} reports ${type} ${JSON.stringify(name)}, which its definition does not declare`, { context: { connector: connectorType, metric: name } });
+      }
+      return metric;
+    };
+    return {
+      count: (name: string, value = 1, extra?: MetricLabels) => (get(name, 'counter') as Counter<string>).inc({ ...base, ...extra }, value),
+      gauge: (name: string, value: number, extra?: MetricLabels) => (get(name, 'gauge') as Gauge<string>).set({ ...base, ...extra }, value),
+      observe: (name: string, value: number, extra?: MetricLabels) => (get(name, 'histogram') as Histogram<string>).observe({ ...base, ...extra }, value),
+    };
+  }
+}
