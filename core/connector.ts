@@ -317,9 +317,12 @@ export interface SinkTask {
   /**
    * Writes a batch. When it resolves without `preCommit`, the records must be durable in the target,
    * because the runtime may commit their offsets next. A RetriableError means "retry the same
-   * batch": the runtime calls `put` again with the same records. Any other error means some record
-   * is bad: under `tolerance: none` the connector goes FAILED; under `tolerance: all` the runtime bisects the batch, calling `put` with halves, to find
-   * the records that fail alone and send them to the DLQ. A `put` that throws may therefore see part
+   * batch": the runtime calls `put` again with the same records. A `SluiceError` with code
+   * `CONFIG_INVALID` means the connector cannot work at all (bad credentials, no permission, the
+   * target does not exist): the connector goes FAILED whatever the tolerance. Any other error means
+   * some record is bad: under `tolerance: none` the connector goes FAILED; under `tolerance: all` the
+   * runtime bisects the batch, calling `put` with halves, to find the records that fail alone and
+   * send them to the DLQ. A `put` that throws may therefore see part
    * of its batch again, so it must leave no partial effect, or one that is safe to repeat.
    */
   put(records: readonly SinkRecord[]): Promise<void>;
@@ -349,7 +352,11 @@ interface ConnectorBase<S extends ConfigSchema, C, T> {
   readonly description: string;
   /** The config schema, the single source of truth for the config. */
   readonly configSchema: S;
-  /** Configs shown in the reference doc; the conformance suite checks that they validate. */
+  /**
+   * Configs shown in the reference doc; the conformance suite checks that they validate. Typed as
+   * the full config (defaults included): deriving the input type with defaults optional made the
+   * type checker recurse too deeply on the larger schemas.
+   */
   readonly examples?: ReadonlyArray<{ readonly title: string; readonly config: C }>;
   /** Connector-specific metrics the tasks report through {@link TaskMetrics}. */
   readonly metrics?: Readonly<Record<string, MetricSpec>>;

@@ -11,6 +11,9 @@ import { Command, CommanderError } from 'commander';
 import { isSluiceError } from '../errors.ts';
 import { registerConsumeCommand } from './consume.ts';
 import { registerDemoCommand } from './demo.ts';
+import { registerDlqCommands } from './dlq.ts';
+import { registerPipelineCommands } from './pipelines.ts';
+import { registerRunCommand } from './run.ts';
 import { registerGroupsCommands } from './groups.ts';
 import { registerProduceCommand } from './produce.ts';
 import { registerTopicsCommands } from './topics.ts';
@@ -36,16 +39,20 @@ function buildProgram(): Command {
       'after',
       '\nEvery command takes --data-dir DIR (default ./data, or $SLUICE_DATA_DIR).\n\n' +
         'Examples:\n' +
-        '  $ sluice demo\n' +
+        '  $ sluice run pipelines/quickstart.yaml\n' +
+        '  $ sluice validate pipelines/*.yaml\n' +
         '  $ sluice topics create orders --partitions 4\n' +
         "  $ echo '{\"id\":1,\"customer\":\"ada\"}' | sluice produce orders --key-field customer\n" +
         '  $ sluice consume orders --from-beginning --max 5\n' +
         '  $ sluice groups describe audit',
     );
+  registerRunCommand(program);
+  registerPipelineCommands(program);
   registerTopicsCommands(program);
   registerProduceCommand(program);
   registerConsumeCommand(program);
   registerGroupsCommands(program);
+  registerDlqCommands(program);
   registerDemoCommand(program);
   return program;
 }
@@ -54,7 +61,8 @@ function buildProgram(): Command {
 async function run(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
-    return 0;
+    // A command that failed without throwing (validate with problems, run) set process.exitCode.
+    return Number(process.exitCode ?? 0);
   } catch (err) {
     return reportError(err);
   }

@@ -105,8 +105,9 @@ export class Partition {
     } else {
       for (let i = 0; i < bases.length; i++) {
         const last = i === bases.length - 1;
-        const { segment, damage } = Segment.open(this.dir, bases[i]!, { writable: this.writable, verify: last });
-        if (damage) this.onDamage(`${this.topic}/${this.partition} ${segmentFileName(bases[i]!, '.log')}: ${damage}; ${this.writable ? 'truncated to the last valid batch' : 'reading up to the last valid batch'}`);
+        const { segment, damage } = Segment.open(this.dir, bases[i]!, { writable: this.writable, verify: last, dense: this.dense });
+        const action = !last ? 'left in place: reads of it fail with CORRUPT_RECORD' : this.writable ? 'truncated to the last valid batch' : 'reading up to the last valid batch';
+        if (damage) this.onDamage(`${this.topic}/${this.partition} ${segmentFileName(bases[i]!, '.log')}: ${damage}; ${action}`);
         this.segments.push(segment);
       }
       // A crash right after a roll leaves an empty last segment whose base may lie past the previous
@@ -115,7 +116,7 @@ export class Partition {
         this.segments.pop()!.deleteFiles();
         const prev = this.segments.pop()!;
         prev.retire();
-        const { segment, damage } = Segment.open(this.dir, prev.baseOffset, { writable: true, verify: true });
+        const { segment, damage } = Segment.open(this.dir, prev.baseOffset, { writable: true, verify: true, dense: this.dense });
         if (damage) this.onDamage(`${this.topic}/${this.partition} ${segmentFileName(prev.baseOffset, '.log')}: ${damage}; truncated to the last valid batch`);
         this.segments.push(segment);
       }
@@ -124,6 +125,11 @@ export class Partition {
     this.nextOffset = active ? active.nextOffset : 0n;
     this.hw = this.nextOffset;
     if (this.writable) active!.prepareForAppend();
+  }
+
+  /** Offsets are dense within every segment unless compaction removed records. */
+  private get dense(): boolean {
+    return this.config.cleanup === 'delete';
   }
 
   get highWatermark(): bigint {
@@ -331,7 +337,7 @@ export class Partition {
     for (const base of bases) {
       if (known.has(base)) continue;
       this.segments.at(-1)?.refresh();
-      const { segment } = Segment.open(this.dir, base, { writable: false, verify: true });
+      const { segment } = Segment.open(this.dir, base, { writable: false, verify: true, dense: this.dense });
       this.segments.push(segment);
     }
     const active = this.segments.at(-1);
@@ -386,10 +392,12 @@ export class Partition {
     let cursor = offset;
     let segIndex = this.segmentIndexFor(cursor);
     let bytesLeft = maxBytes;
+    const outStart = out.length;
     // Within a segment the scan continues from where the last chunk ended; the sparse index is
-    // only consulted when entering a segment.
+    // only consulted when entering a segment. A read returns at least one batch (even one larger
+    // than maxBytes), so consumers always progress.
     let position = -1;
-    while (cursor < hw && segIndex < this.segments.length && bytesLeft > 0) {
+    while (cursor < hw && segIndex < this.segments.length && (bytesLeft > 0 || out.length === outStart)) {
       const segment = this.segments[segIndex]!;
       const visible = segment.visibleSize;
       if (position < 0) position = segment.positionFor(cursor);
@@ -398,17 +406,24 @@ export class Partition {
         position = -1;
         continue;
       }
-      let buf = segment.read(position, Math.min(bytesLeft, visible - position));
+      // Batches below the cursor (the sparse index points at or before it) do not count against maxBytes.
+      let buf = segment.read(position, Math.min(Math.max(bytesLeft, 4096), visible - position));
       if (buf === null) return null;
       let at = 0;
+      let full = false;
       while (at < buf.length) {
         const check = checkBatch(buf, at, buf.length);
         if (check.ok) {
           const header = check.header;
           const lastOffset = header.baseOffset + BigInt(header.lastOffsetDelta);
           if (lastOffset >= cursor) {
+            if (out.length > outStart && header.size > bytesLeft) {
+              full = true;
+              break;
+            }
             decodeRecords(buf, at, header, this.topic, this.partition, cursor, hw, out);
             cursor = lastOffset + 1n;
+            bytesLeft -= header.size;
           }
           at += header.size;
           continue;
@@ -419,14 +434,13 @@ export class Partition {
           });
         }
         if (at > 0) break;
-        // The first batch is bigger than maxBytes: it is returned whole anyway, so reads always progress.
         if (position + check.needed > visible) {
           throw new SluiceError('CORRUPT_RECORD', `${this.topic}/${this.partition}: batch at position ${position} claims ${check.needed} bytes past the end of ${segment.logPath}`);
         }
         buf = segment.read(position, check.needed);
         if (buf === null) return null;
       }
-      bytesLeft -= at;
+      if (full) break;
       position += at;
       if (position >= visible) {
         segIndex++;

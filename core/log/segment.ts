@@ -109,14 +109,19 @@ export class Segment {
    * - `verify: true` (the last segment of a partition on open): every batch is read and its CRC
    *   checked; a torn or corrupt tail is cut off (when writable) and the indexes are rebuilt.
    * - `verify: false` (sealed segments, fsync'ed when they rolled): the index files are loaded and
-   *   checked for consistency, and rebuilt from the log when they fail.
+   *   checked for consistency, and rebuilt from the log when they fail. Damage found then is left in
+   *   place, never cut: it is not a torn append but corruption of acknowledged records, which reads
+   *   report with `CORRUPT_RECORD`.
+   * - `dense: true` (topics that are never compacted): batches must follow each other without gaps
+   *   from the segment's base offset. The base offset is outside the CRC, so this is what catches a
+   *   flipped bit in it.
    *
    * Never throws for damaged content, only for I/O errors; damage is reported in `damage`.
    */
   static open(
     dir: string,
     baseOffset: bigint,
-    options: { writable: boolean; verify: boolean },
+    options: { writable: boolean; verify: boolean; dense?: boolean },
   ): { segment: Segment; damage: string | null } {
     const file = path.join(dir, segmentFileName(baseOffset, '.log'));
     const fd = fs.openSync(file, options.writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY);
@@ -124,13 +129,14 @@ export class Segment {
     const fileSize = fs.fstatSync(fd).size;
     let damage: string | null = null;
     if (options.verify || !seg.loadIndexes(fileSize)) {
-      const result = seg.rebuild(0, fileSize);
+      const result = seg.rebuild(0, fileSize, options.dense ?? false);
       damage = result.damage;
-      if (result.validEnd < fileSize && options.writable) {
-        fs.ftruncateSync(fd, result.validEnd);
+      const keep = options.verify ? result.validEnd : fileSize;
+      if (keep < fileSize && options.writable) {
+        fs.ftruncateSync(fd, keep);
         fs.fsyncSync(fd);
       }
-      seg.size = result.validEnd;
+      seg.size = keep;
       if (options.writable) seg.rewriteIndexFiles();
     } else {
       seg.size = fileSize;
@@ -292,10 +298,11 @@ export class Segment {
   }
 
   /**
-   * Scans batches in [from, to), checking each CRC and that offsets only grow; rebuilds the in-memory
-   * indexes, `nextOffset` and `maxTimestamp` from what it finds. Stops at the first damage.
+   * Scans batches in [from, to), checking each CRC and that offsets only grow (without gaps when
+   * `dense`); rebuilds the in-memory indexes, `nextOffset` and `maxTimestamp` from what it finds.
+   * Stops at the first damage.
    */
-  rebuild(from: number, to: number): ScanResult {
+  rebuild(from: number, to: number, dense = false): ScanResult {
     if (from === 0) {
       this.idxRel.length = 0;
       this.idxPos.length = 0;
@@ -307,6 +314,10 @@ export class Segment {
     }
     const result = this.scan(from, to, (header, position) => {
       if (header.baseOffset < this.nextOffset) return `batch at ${position} has offset ${header.baseOffset}, expected >= ${this.nextOffset}`;
+      if (dense && header.baseOffset !== this.nextOffset) return `batch at ${position} has offset ${header.baseOffset}, expected ${this.nextOffset}`;
+      // A segment holds less than 2^31 bytes, so it never spans 2^31 offsets (index entries store
+      // offsets relative to the base in 32 bits): a larger jump is a damaged base offset.
+      if (header.baseOffset + BigInt(header.lastOffsetDelta) - this.baseOffset >= 0x80000000n) return `batch at ${position} has offset ${header.baseOffset}, too far past the segment base ${this.baseOffset}`;
       this.noteBatch(position, header.baseOffset, header.baseOffset + BigInt(header.lastOffsetDelta), header.maxTimestamp, header.size, header.baseTimestamp);
       return null;
     });
@@ -379,6 +390,14 @@ export class Segment {
       this.tsValue.push(ts);
       this.tsRel.push(rel);
       prevTs = ts;
+    }
+    // A time-index entry is only ever added together with an offset-index entry for the same batch,
+    // so its relative offsets must be a strictly increasing subset of the offset index's; otherwise a
+    // lookup would start scanning at the wrong batch and miss records.
+    for (let i = 0, j = 0; i < this.tsRel.length; i++, j++) {
+      const rel = this.tsRel.data[i]!;
+      while (j < this.idxRel.length && this.idxRel.data[j]! < rel) j++;
+      if (j === this.idxRel.length || this.idxRel.data[j] !== rel) return false;
     }
     this.idxWritten = this.idxRel.length;
     this.tsWritten = this.tsValue.length;

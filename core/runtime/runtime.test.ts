@@ -17,7 +17,7 @@ const written = new Map<string, SinkRecord[]>();
 /** Source offsets each test source was told are durable, per connector name. */
 const committedBySource = new Map<string, unknown[]>();
 /** Behaviour switches for the sinks, per sink name. */
-const sinkBehaviour = new Map<string, { poison?: (value: string) => boolean; retriableFailures?: number; block?: Promise<void>; storedOffsets?: bigint }>();
+const sinkBehaviour = new Map<string, { poison?: (value: string) => boolean; retriableFailures?: number; block?: Promise<void>; storedOffsets?: bigint; configError?: boolean }>();
 
 const counterSchema = {
   type: 'object',
@@ -86,6 +86,7 @@ const collect = defineSink({
       async put(records) {
         const behaviour = sinkBehaviour.get(name) ?? {};
         if (behaviour.block) await behaviour.block;
+        if (behaviour.configError) throw new SluiceError('CONFIG_INVALID', 'target says 401: bad credentials');
         if (behaviour.retriableFailures !== undefined && failures < behaviour.retriableFailures) {
           failures++;
           throw new RetriableError('target busy');
@@ -272,6 +273,20 @@ sinks: [{ name: out, connector: collect, topics: [numbers], errors: { tolerance:
     expect(letters.map((r) => JSON.parse(r.value!.toString()).n)).toEqual([137]);
     expect(letters[0]!.headers[DLQ_HEADERS.stage]!.toString()).toBe('put');
     expect(letters[0]!.headers[DLQ_HEADERS.error]!.toString()).toContain('poison record');
+  });
+
+  it('fails the connector on CONFIG_INVALID even under tolerance all, sending nothing to the DLQ', async () => {
+    // Guarantee: a connector-level failure (bad credentials) is never mistaken for bad records and bisected into the DLQ.
+    sinkBehaviour.set('out', { configError: true });
+    const { runtime, log } = await setup(`
+name: badconfig
+topics: [{ name: numbers, partitions: 1 }]
+sources: [{ name: src, connector: counter, topic: numbers, config: { count: 20, batch: 20 } }]
+sinks: [{ name: out, connector: collect, topics: [numbers], errors: { tolerance: all } }]
+`);
+    await until(() => runtime.status('out').state === 'FAILED');
+    expect(runtime.status('out').tasks[0]!.error!.code).toBe('CONFIG_INVALID');
+    expect(await log.listTopics()).not.toContain(dlqTopic('badconfig', 'out'));
   });
 
   it('puts the connector into FAILED with the error under tolerance none, without committing the failed batch', async () => {

@@ -118,12 +118,16 @@ abstract class TaskRunner {
     return this.stopController.signal.aborted;
   }
 
+  /**
+   * Holds the loop before its next poll. A task still starting is held as soon as it is up, so a
+   * pause sent during a (re)start is not lost.
+   */
   pause(): void {
-    if (this.state !== 'RUNNING' || this.pauseGate) return;
+    if (this.state === 'FAILED' || this.state === 'STOPPED' || this.pauseGate) return;
     let release!: () => void;
     const promise = new Promise<void>((r) => (release = r));
     this.pauseGate = { promise, release };
-    this.state = 'PAUSED';
+    if (this.state === 'RUNNING') this.state = 'PAUSED';
     this.pollController.abort();
     this.deps.logger.info('paused');
   }
@@ -134,6 +138,11 @@ abstract class TaskRunner {
     this.pauseGate = null;
     if (this.state === 'PAUSED') this.state = 'RUNNING';
     this.deps.logger.info('resumed');
+  }
+
+  /** The state once `start` succeeded: RUNNING, or PAUSED when a pause arrived meanwhile. */
+  protected get startedState(): TaskState {
+    return this.pauseGate ? 'PAUSED' : 'RUNNING';
   }
 
   protected async waitIfPaused(): Promise<void> {
@@ -227,6 +236,11 @@ function abortPromise(signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A failure of the connector as a whole rather than of the records it was given. */
+export function isConnectorLevel(err: unknown): boolean {
+  return isSluiceError(err, 'CONFIG_INVALID') || (isSluiceError(err, 'CONNECTOR_FAILED') && (err as SluiceError).context['attempts'] !== undefined);
+}
+
 export function errorTrace(err: Error): string {
   let trace = err.stack ?? `${err.name}: ${err.message}`;
   let cause = (err as { cause?: unknown }).cause;
@@ -270,7 +284,7 @@ export class SourceRunner extends TaskRunner {
     const task = definition.createTask(taskConfig);
     this.task = task;
     await retry(() => task.start(ctx), this.source.errors.policy, this.retryOptions('start'));
-    this.state = 'RUNNING';
+    this.state = this.startedState;
     logger.info({ resumed_partitions: committed.length }, 'source task started');
     while (!this.stopping) {
       await this.waitIfPaused();
@@ -416,7 +430,7 @@ export class SinkRunner extends TaskRunner {
     const task = definition.createTask(taskConfig);
     this.task = task;
     await retry(() => task.start(ctx), this.sink.errors.policy, this.retryOptions('start'));
-    this.state = 'RUNNING';
+    this.state = this.startedState;
     logger.info({ group, topics }, 'sink task started');
     while (!this.stopping) {
       await this.waitIfPaused();
@@ -513,8 +527,10 @@ export class SinkRunner extends TaskRunner {
       await retry(() => task.put(records), this.sink.errors.policy, this.retryOptions('put'));
       return records.length;
     } catch (err) {
-      // Running out of retries means the target is unavailable, not that a record is bad.
-      if (this.stopping || isRetriable(err) || isSluiceError(err, 'CONNECTOR_FAILED') && (err as SluiceError).context['attempts'] !== undefined) throw err;
+      // Running out of retries means the target is unavailable, and CONFIG_INVALID that the connector
+      // cannot work at all (bad credentials, no permission): neither is about a record, so neither is
+      // bisected into the DLQ.
+      if (this.stopping || isRetriable(err) || isConnectorLevel(err)) throw err;
       if (this.sink.errors.tolerance === 'none') {
         const first = records[0]!;
         const last = records[records.length - 1]!;

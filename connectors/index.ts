@@ -1,0 +1,10 @@
+/**
+ * Every connector sluice ships, in one explicit list: adding a connector means adding it here.
+ * Nothing registers itself by being imported.
+ */
+import { defineRegistry } from '../core/connector.ts';
+import { datagen } from './datagen/index.ts';
+import { file } from './file/index.ts';
+import { http } from './http/index.ts';
+
+export const registry = defineRegistry([datagen, file, http]);
