@@ -36,7 +36,7 @@ export function registerPipelineCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  $ sluice schema > sluice.schema.json\n  # then, first line of a spec:  # yaml-language-server: $schema=./sluice.schema.json')
     .action(async () => {
       const registry = await loadRegistry();
-      process.stdout.write(JSON.stringify(composeSpecSchema(registry), null, 2) + '\n');
+      process.stdout.write(JSON.stringify(composeSpecSchema(registry, { forEditors: true }), null, 2) + '\n');
     });
 
   const connectors = program

@@ -473,6 +473,18 @@ describe('composed schema', () => {
     expect(validate.errors?.map((e) => `${e.instancePath}: ${e.message}`)).toContain('/sources/0/config/rate: must be integer');
   });
 
+  // Pins that the editor schema also describes transforms, so completion works inside `transforms:` too, and still accepts valid specs.
+  it('carries the transform schema for editors', () => {
+    const schema = composeSpecSchema(registry, { forEditors: true }) as { properties: { sinks: { items: { properties: { transforms: { items: { oneOf: unknown[] } } } } } } };
+    expect(schema.properties.sinks.items.properties.transforms.items.oneOf.length).toBeGreaterThanOrEqual(10);
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(JSON.parse(JSON.stringify(schema)) as object);
+    const spec = parseYaml(fs.readFileSync(QUICKSTART, 'utf8')) as { sinks: Array<Record<string, unknown>> };
+    spec.sinks[0]!['transforms'] = [{ type: 'drop_fields', fields: ['user_agent'] }];
+    expect(validate(spec)).toBe(true);
+    spec.sinks[0]!['transforms'] = [{ type: 'drop_fields' }];
+    expect(validate(spec)).toBe(false);
+  });
+
   // Pins that editors can complete connector names: the composed schema lists them.
   it('lists connector names', () => {
     const schema = composeSpecSchema(registry) as { properties: { sources: { items: { properties: { connector: { enum: string[] } } } } } };

@@ -6,6 +6,7 @@
  */
 import type { FromSchema } from 'json-schema-to-ts';
 import type { ConnectorRegistry } from '../connector.ts';
+import { TRANSFORM_SCHEMA } from '../transforms/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN, durationSchema, sizeSchema } from './units.ts';
 
 /** Pipeline and connector names become parts of topic and group names (`__dlq.<pipeline>.<connector>`). */
@@ -207,10 +208,16 @@ export type JsonSchemaObject = { [key: string]: unknown };
  * names and, for each connector, an `if`/`then` that validates `config` against its schema. A
  * source whose connector does not declare `producedTopics` must name its `topic`. Printed by
  * `sluice schema` for yaml-language-server; draft-07, which editors support best.
+ *
+ * With `forEditors`, transform entries carry the full transform schema, for completion. Validation
+ * leaves it out and checks each entry against its own type's schema instead, because a `oneOf`
+ * over ten transform types reports a dozen errors for one mistake.
  */
-export function composeSpecSchema(registry: ConnectorRegistry): JsonSchemaObject {
+export function composeSpecSchema(registry: ConnectorRegistry, options: { forEditors?: boolean } = {}): JsonSchemaObject {
   const sources = [...registry.sources.values()];
   const sinks = [...registry.sinks.values()];
+  const withTransforms = <T extends { properties: { transforms: object } }>(entry: T): T =>
+    options.forEditors ? { ...entry, properties: { ...entry.properties, transforms: { ...entry.properties.transforms, items: TRANSFORM_SCHEMA } } } : entry;
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     title: 'sluice pipeline spec',
@@ -220,7 +227,7 @@ export function composeSpecSchema(registry: ConnectorRegistry): JsonSchemaObject
       sources: {
         ...SPEC_SCHEMA.properties.sources,
         items: composeEntry(
-          SPEC_SCHEMA.properties.sources.items,
+          withTransforms(SPEC_SCHEMA.properties.sources.items),
           sources.map((c) => ({
             name: c.name,
             description: c.description,
@@ -232,7 +239,7 @@ export function composeSpecSchema(registry: ConnectorRegistry): JsonSchemaObject
       sinks: {
         ...SPEC_SCHEMA.properties.sinks,
         items: composeEntry(
-          SPEC_SCHEMA.properties.sinks.items,
+          withTransforms(SPEC_SCHEMA.properties.sinks.items),
           sinks.map((c) => ({ name: c.name, description: c.description, configSchema: c.configSchema, required: [] })),
         ),
       },
