@@ -397,10 +397,17 @@ export class Partition {
     // only consulted when entering a segment. A read returns at least one batch (even one larger
     // than maxBytes), so consumers always progress.
     let position = -1;
+    // The base offset lies outside the CRC, so offsets are also checked for continuity: a flipped
+    // bit there must not serve records at the wrong offsets. Reset on entering a segment.
+    let expected: bigint | null = null;
+    const dense = this.dense;
     while (cursor < hw && segIndex < this.segments.length && (bytesLeft > 0 || out.length === outStart)) {
       const segment = this.segments[segIndex]!;
       const visible = segment.visibleSize;
-      if (position < 0) position = segment.positionFor(cursor);
+      if (position < 0) {
+        position = segment.positionFor(cursor);
+        expected = null;
+      }
       if (position >= visible) {
         segIndex++;
         position = -1;
@@ -416,6 +423,12 @@ export class Partition {
         if (check.ok) {
           const header = check.header;
           const lastOffset = header.baseOffset + BigInt(header.lastOffsetDelta);
+          if (expected !== null && (dense ? header.baseOffset !== expected : header.baseOffset < expected)) {
+            throw new SluiceError('CORRUPT_RECORD', `${this.topic}/${this.partition}: batch at position ${position + at} in ${segment.logPath} has offset ${header.baseOffset}, expected ${dense ? '' : 'at least '}${expected}; the batch is not served`, {
+              context: { topic: this.topic, partition: this.partition, position: position + at, file: segment.logPath },
+            });
+          }
+          expected = lastOffset + 1n;
           if (lastOffset >= cursor) {
             if (out.length > outStart && header.size > bytesLeft) {
               full = true;
