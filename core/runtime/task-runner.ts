@@ -94,7 +94,10 @@ abstract class TaskRunner {
         await this.run();
         if (this.state !== 'FAILED') this.state = 'STOPPED';
       } catch (err) {
-        if (this.stopping && (err instanceof AbortedError || (err as Error)?.name === 'AbortError')) {
+        // A retriable error while stopping is a retry that the stop cut short (retry() gives up at
+        // once when the task's signal aborts), e.g. a put aborted mid-request: nothing was
+        // committed for it, so the task stopped rather than failed.
+        if (this.stopping && (err instanceof AbortedError || (err as Error)?.name === 'AbortError' || isRetriable(err))) {
           this.state = 'STOPPED';
         } else {
           this.fail(err as Error);
