@@ -15,6 +15,7 @@ import fs from 'node:fs/promises';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { AnySinkConnector, AnySourceConnector, ConnectorRegistry } from '../connector.ts';
 import { SluiceError } from '../errors.ts';
+import { validateTransformEntries } from '../transforms/index.ts';
 import { interpolate, type Env } from './interpolate.ts';
 import { formatProblem, fromPointer, sortProblems, toPointer, type Problem } from './problem.ts';
 import { PATTERN_MESSAGES, SPEC_SCHEMA, composeSpecSchema, type PipelineSpec } from './schema.ts';
@@ -271,6 +272,11 @@ function checkOne(input: SpecInput, registry: ConnectorRegistry, validate: Valid
         });
       }
       checkErrors(entry, base, pipeline, checked);
+      // The spec schema only requires each transform to have a type; the entries' own schemas,
+      // JSONata syntax and route templates are checked here, so they fail validation, not the run.
+      if (Array.isArray(entry.transforms) && isClean(`${base}/transforms`)) {
+        for (const p of validateTransformEntries(entry.transforms)) problem(`${base}/transforms${p.path}`, p.message);
+      }
     });
   }
 
