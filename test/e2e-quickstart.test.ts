@@ -28,7 +28,7 @@ describe('quickstart', () => {
 
     const first = run();
     await first.apiUrl();
-    expect(first.stdout).toMatch(/^sluice is running\. What goes where:\n/);
+    expect(first.stdout).toMatch(/^sluice is starting\. What goes where:\n/);
     expect(first.stdout).toContain('  sink   archive (file) <- clicks, writing data/out/clicks.jsonl\n');
     expect(first.stdout).toContain('  npx sluice consume clicks --from-beginning --max 5\n');
     expect(first.stdout).toContain('Stop with Ctrl-C');

@@ -93,12 +93,14 @@ async function run(files: string[], opts: RunOptions): Promise<number> {
     process.on('SIGTERM', onSignal);
   });
   try {
+    if (opts.banner) printBanner(specs, opts);
     runtime = await Runtime.start(specs, { log, registry, logger, statusIntervalMs: opts.statusInterval });
     if (opts.api !== false) {
       const { host, port } = parseListen(opts.api);
       api = await startAdminApi(runtime, { host, port, logger, scrub, ...(opts.apiToken ? { token: opts.apiToken } : {}) });
     }
-    if (opts.banner) printBanner(specs, opts, api?.url ?? null);
+    // The API's address is only known once it listens (the port may be 0), so its lines come last.
+    if (opts.banner) printApiBanner(api?.url ?? null);
     logger.info({ pipelines: specs.map((s) => s.spec.name), connectors: runtime.names(), data_dir: opts.dataDir, api: api?.url ?? null }, `running ${runtime.names().length} connectors; Ctrl-C to stop`);
     const signal = await stopped;
     logger.info({ signal }, 'stopping: sources stop, sinks flush, offsets are committed');
@@ -112,10 +114,10 @@ async function run(files: string[], opts: RunOptions): Promise<number> {
   }
 }
 
-function printBanner(specs: LoadedSpec[], opts: RunOptions, apiUrl: string | null): void {
+function printBanner(specs: LoadedSpec[], opts: RunOptions): void {
   const out = (line = ''): void => void process.stdout.write(line + '\n');
   const dataDirFlag = opts.dataDir === DEFAULT_DATA_DIR ? '' : ` --data-dir ${opts.dataDir}`;
-  out('sluice is running. What goes where:');
+  out('sluice is starting. What goes where:');
   for (const { spec } of specs) {
     for (const s of spec.sources) out(`  source ${s.name} (${s.connector}) -> topic ${s.topic ?? '(per record)'}`);
     for (const s of spec.sinks) {
@@ -128,6 +130,10 @@ function printBanner(specs: LoadedSpec[], opts: RunOptions, apiUrl: string | nul
   out('Look at it from another terminal:');
   if (firstTopic) out(`  npx sluice consume ${firstTopic} --from-beginning --max 5${dataDirFlag}`);
   out(`  npx sluice topics describe ${firstTopic ?? 'TOPIC'}${dataDirFlag}`);
+}
+
+function printApiBanner(apiUrl: string | null): void {
+  const out = (line = ''): void => void process.stdout.write(line + '\n');
   if (apiUrl !== null) {
     out(`  curl -s ${apiUrl}/connectors?expand=status`);
     out(`  curl -s ${apiUrl}/metrics | grep sluice_records`);
