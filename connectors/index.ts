@@ -6,5 +6,6 @@ import { defineRegistry } from '../core/connector.ts';
 import { datagen } from './datagen/index.ts';
 import { file } from './file/index.ts';
 import { http } from './http/index.ts';
+import { webhook } from './webhook/index.ts';
 
-export const registry = defineRegistry([datagen, file, http]);
+export const registry = defineRegistry([datagen, file, http, webhook]);

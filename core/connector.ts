@@ -392,6 +392,12 @@ export interface SourceConnector<S extends ConfigSchema = ConfigSchema, C = Conf
    * optional; otherwise it is required.
    */
   producedTopics?(config: C): readonly string[];
+  /**
+   * Whether the runtime stores this connector's source offsets. Default true. A push source that
+   * never resumes from them (the webhook: unanswered clients resend) sets false, which saves one
+   * durable write per batch; `commit` is still called only once the records are durable.
+   */
+  readonly storeOffsets?: boolean;
   /** Creates one task for one task config. Called by the runtime; must not do I/O. */
   createTask(config: T): SourceTask;
 }

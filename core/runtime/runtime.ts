@@ -90,6 +90,7 @@ export class Runtime {
   readonly metrics = new RuntimeMetrics();
   private readonly connectors = new Map<string, Connector>();
   private readonly knownTopics = new Set<string>();
+  private readonly creatingTopics = new Map<string, Promise<void>>();
   private statusTimer: NodeJS.Timeout | null = null;
   private lastCounts = new Map<string, { out: number; at: number }>();
   private stopped = false;
@@ -150,10 +151,27 @@ export class Runtime {
     this.connectors.set(entry.name, { name: entry.name, pipeline: loaded.spec.name, kind, definition, entry, loaded, entryIndex, runners: [], paused: false, failure: null, starting: null });
   }
 
-  private async ensureTopic(topic: string): Promise<void> {
-    if (this.knownTopics.has(topic)) return;
-    await this.log.createTopic(topic, {}, { ifNotExists: true });
-    this.knownTopics.add(topic);
+  /**
+   * Creates a topic on first use. Concurrent callers share one creation, so they resume in the
+   * order they asked and appends keep their order.
+   */
+  private ensureTopic(topic: string): Promise<void> {
+    if (this.knownTopics.has(topic)) return Promise.resolve();
+    let pending = this.creatingTopics.get(topic);
+    if (!pending) {
+      pending = this.log.createTopic(topic, {}, { ifNotExists: true }).then(
+        () => {
+          this.knownTopics.add(topic);
+          this.creatingTopics.delete(topic);
+        },
+        (err: unknown) => {
+          this.creatingTopics.delete(topic);
+          throw err;
+        },
+      );
+      this.creatingTopics.set(topic, pending);
+    }
+    return pending;
   }
 
   /** Builds transforms and task configs, runs the health check, and starts the tasks, in the background. */

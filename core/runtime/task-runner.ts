@@ -314,8 +314,15 @@ export class SourceRunner extends TaskRunner {
     // The last offset per source partition in this batch: it covers every record of the batch,
     // including records a filter dropped or the DLQ took, since those are handled too.
     const reached = new Map<string, SourceOffsetEntry>();
+    // Sources usually reuse one partition object for a whole batch; its key is computed once.
+    let lastPartition: SourcePartition | null = null;
+    let lastKey = '';
     for (const r of records) {
-      reached.set(canonicalJson(r.sourcePartition), { sourcePartition: r.sourcePartition, sourceOffset: r.sourceOffset });
+      if (r.sourcePartition !== lastPartition) {
+        lastPartition = r.sourcePartition;
+        lastKey = canonicalJson(r.sourcePartition);
+      }
+      reached.set(lastKey, { sourcePartition: r.sourcePartition, sourceOffset: r.sourceOffset });
       const headers: Headers = r.headers ?? {};
       let topic: string;
       try {
@@ -374,7 +381,9 @@ export class SourceRunner extends TaskRunner {
     metrics.recordsOut.inc({ pipeline, connector }, appended);
     this.recordsOut += appended;
 
-    await retry(() => offsets.commit(pipeline, connector, entries), this.source.errors.policy, this.retryOptions('commit'));
+    if (this.source.definition.storeOffsets !== false) {
+      await retry(() => offsets.commit(pipeline, connector, entries), this.source.errors.policy, this.retryOptions('commit'));
+    }
     try {
       await task.commit(entries);
     } catch (err) {

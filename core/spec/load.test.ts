@@ -67,6 +67,8 @@ const webhook = defineSource({
     required: ['routes'],
     additionalProperties: false,
     properties: {
+      // A string too: the quickstart's raw YAML, which some tests validate uninterpolated, says ${env:WEBHOOK_PORT:-8080}.
+      port: { type: ['integer', 'string'], description: 'TCP port.' },
       routes: {
         type: 'array',
         description: 'Paths and the topics they write.',
@@ -74,7 +76,11 @@ const webhook = defineSource({
           type: 'object',
           required: ['path', 'topic'],
           additionalProperties: false,
-          properties: { path: { type: 'string', description: 'URL path.' }, topic: { type: 'string', description: 'Topic.' } },
+          properties: {
+            path: { type: 'string', description: 'URL path.' },
+            topic: { type: 'string', description: 'Topic.' },
+            key_field: { type: 'string', description: 'Record key field.' },
+          },
         },
       },
     },
@@ -483,6 +489,12 @@ describe('composed schema', () => {
     expect(validate(spec)).toBe(true);
     spec.sinks[0]!['transforms'] = [{ type: 'drop_fields' }];
     expect(validate(spec)).toBe(false);
+  });
+
+  // Pins that a registry with only sources (or only sinks) still gives a valid schema.
+  it('works with a registry that has no sinks', () => {
+    const { problems } = validateSpecTexts([{ file: 'a.yaml', text: 'name: p\nsources: []\nsinks: []\n' }], { registry: defineRegistry([datagen]), env: {} });
+    expect(problems).toEqual([]);
   });
 
   // Pins that editors can complete connector names: the composed schema lists them.

@@ -256,6 +256,15 @@ interface EntryPart {
 
 function composeEntry(base: typeof sourceSchema | typeof sinkSchema, connectors: EntryPart[]): JsonSchemaObject {
   const names = connectors.map((c) => c.name);
+  const rules = connectors.map((c) => ({
+    if: { type: 'object', properties: { connector: { const: c.name } }, required: ['connector'] },
+    then: {
+      ...(c.required.length > 0 ? { required: c.required } : {}),
+      // The default is repeated here because ajv runs allOf before properties: without it a
+      // missing config would meet the connector's schema as undefined and skip its defaults.
+      properties: { config: { title: `${c.name} config`, description: c.description, default: {}, ...c.configSchema } },
+    },
+  }));
   return {
     ...base,
     properties: {
@@ -263,14 +272,7 @@ function composeEntry(base: typeof sourceSchema | typeof sinkSchema, connectors:
       // ajv rejects an empty enum, and an empty registry simply has no valid connector.
       connector: names.length > 0 ? { ...base.properties.connector, enum: names } : base.properties.connector,
     },
-    allOf: connectors.map((c) => ({
-      if: { type: 'object', properties: { connector: { const: c.name } }, required: ['connector'] },
-      then: {
-        ...(c.required.length > 0 ? { required: c.required } : {}),
-        // The default is repeated here because ajv runs allOf before properties: without it a
-        // missing config would meet the connector's schema as undefined and skip its defaults.
-        properties: { config: { title: `${c.name} config`, description: c.description, default: {}, ...c.configSchema } },
-      },
-    })),
+    // ajv rejects an empty allOf too: a registry without sinks (or sources) has no rules to add.
+    ...(rules.length > 0 ? { allOf: rules } : {}),
   };
 }

@@ -24,9 +24,13 @@ export interface SecretCollector {
   values: Set<string>;
 }
 
+/**
+ * Adds a resolved value to the texts scrubbed from messages. Plain numbers are left out: a port or a
+ * batch size from `${env:...}` would otherwise be blanked out of every message that mentions the
+ * number, and credentials are not bare numbers. Path redaction in API output still covers them.
+ */
 export function addSecretValue(collector: SecretCollector, value: unknown): void {
-  if (typeof value === 'string' && value.length >= MIN_SCRUB_LENGTH) collector.values.add(value);
-  else if (typeof value === 'number' && String(value).length >= MIN_SCRUB_LENGTH) collector.values.add(String(value));
+  if (typeof value === 'string' && value.length >= MIN_SCRUB_LENGTH && !/^-?\d+(\.\d+)?$/.test(value)) collector.values.add(value);
 }
 
 /**

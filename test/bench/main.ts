@@ -35,7 +35,7 @@
  * after each case.
  *
  * Adding a suite: a module exporting `run(ctx: BenchContext)` and a line in SUITES. Planned:
- * webhook, file-tail, cdc, sink-mysql, sink-postgres, jetstream.
+ * file-tail, cdc, sink-mysql, sink-postgres, jetstream.
  */
 import { type BenchContext, type BenchOptions, createContext, removeAllScratch } from './common.ts';
 
@@ -47,6 +47,7 @@ interface Suite {
 // Lazy imports, so one suite's missing dependency or broken module does not stop the others.
 const SUITES: Record<string, Suite> = {
   log: { describe: 'embedded log appends and reads vs raw file I/O, JetStream and Redis', load: () => import('./log.ts') },
+  webhook: { describe: 'webhook source vs a bare node:http JSON server, single events and 100-event batches, fsync interval and always', load: () => import('./webhook.ts') },
 };
 
 function usage(): string {
