@@ -5,7 +5,9 @@
 import { defineRegistry } from '../core/connector.ts';
 import { datagen } from './datagen/index.ts';
 import { file } from './file/index.ts';
+import { fileTail } from './file-tail/index.ts';
 import { http } from './http/index.ts';
+import { postgresCdc } from './postgres-cdc/index.ts';
 import { webhook } from './webhook/index.ts';
 
-export const registry = defineRegistry([datagen, file, http, webhook]);
+export const registry = defineRegistry([datagen, file, fileTail, http, postgresCdc, webhook]);

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isSluiceError } from '../errors.ts';
+import { registerCdcCommands } from './cdc.ts';
 import { registerConsumeCommand } from './consume.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerDlqCommands } from './dlq.ts';
@@ -53,6 +54,7 @@ function buildProgram(): Command {
   registerConsumeCommand(program);
   registerGroupsCommands(program);
   registerDlqCommands(program);
+  registerCdcCommands(program);
   registerDemoCommand(program);
   return program;
 }

@@ -4,6 +4,7 @@
  * sinks flush, offsets are committed. A second signal exits at once.
  */
 import type { Command } from 'commander';
+import type { ConnectorRegistry } from '../connector.ts';
 import type { Runtime as RuntimeType } from '../runtime/runtime.ts';
 import type { LoadedSpec } from '../spec/index.ts';
 import { DEFAULT_DATA_DIR, invalidArgument, parseNonNegativeInt } from './common.ts';
@@ -93,7 +94,7 @@ async function run(files: string[], opts: RunOptions): Promise<number> {
     process.on('SIGTERM', onSignal);
   });
   try {
-    if (opts.banner) printBanner(specs, opts);
+    if (opts.banner) printBanner(specs, opts, registry);
     runtime = await Runtime.start(specs, { log, registry, logger, statusIntervalMs: opts.statusInterval });
     if (opts.api !== false) {
       const { host, port } = parseListen(opts.api);
@@ -114,12 +115,15 @@ async function run(files: string[], opts: RunOptions): Promise<number> {
   }
 }
 
-function printBanner(specs: LoadedSpec[], opts: RunOptions): void {
+function printBanner(specs: LoadedSpec[], opts: RunOptions, registry: ConnectorRegistry): void {
   const out = (line = ''): void => void process.stdout.write(line + '\n');
   const dataDirFlag = opts.dataDir === DEFAULT_DATA_DIR ? '' : ` --data-dir ${opts.dataDir}`;
   out('sluice is starting. What goes where:');
   for (const { spec } of specs) {
-    for (const s of spec.sources) out(`  source ${s.name} (${s.connector}) -> topic ${s.topic ?? '(per record)'}`);
+    for (const s of spec.sources) {
+      const produced = s.topic === undefined ? (registry.sources.get(s.connector)?.producedTopics?.(s.config) ?? []) : [s.topic];
+      out(`  source ${s.name} (${s.connector}) -> ${produced.length === 1 ? 'topic' : 'topics'} ${produced.join(', ') || '(named per record)'}`);
+    }
     for (const s of spec.sinks) {
       const path = (s.config as { path?: unknown }).path;
       out(`  sink   ${s.name} (${s.connector}) <- ${s.topics.join(', ')}${typeof path === 'string' ? `, writing ${path}` : ''}`);

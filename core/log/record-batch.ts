@@ -136,12 +136,28 @@ export interface EncodedBatch {
   maxTimestamp: number;
 }
 
+/**
+ * UTF-8 bytes of header names. Sources put the same few names on every record, so encoding them
+ * once instead of per record is a measurable share of the hot path; the cache is bounded in case a
+ * source invents names per record.
+ */
+const headerKeys = new Map<string, Buffer>();
+
+function headerKeyBytes(key: string): Buffer {
+  let bytes = headerKeys.get(key);
+  if (bytes === undefined) {
+    bytes = Buffer.from(key, 'utf8');
+    if (headerKeys.size < 4096) headerKeys.set(key, bytes);
+  }
+  return bytes;
+}
+
 function headersSize(headers: Headers): number {
   let size = 0;
   let count = 0;
   for (const key in headers) {
     const value = headers[key];
-    const keyLength = Buffer.byteLength(key);
+    const keyLength = headerKeyBytes(key).length;
     size += varintSize(keyLength) + keyLength;
     size += value == null ? varintSize(-1) : varintSize(value.length) + value.length;
     count++;
@@ -230,9 +246,10 @@ export function encodeBatch(
       pos = writeVarint(buf, pos, headerCount);
       for (const hk in headers) {
         const hv = headers[hk];
-        const hkLength = Buffer.byteLength(hk);
-        pos = writeVarint(buf, pos, hkLength);
-        pos += buf.write(hk, pos, hkLength, 'utf8');
+        const hkBytes = headerKeyBytes(hk);
+        pos = writeVarint(buf, pos, hkBytes.length);
+        buf.set(hkBytes, pos);
+        pos += hkBytes.length;
         if (hv == null) {
           pos = writeVarint(buf, pos, -1);
         } else {

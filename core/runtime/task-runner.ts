@@ -331,7 +331,7 @@ export class SourceRunner extends TaskRunner {
         this.badRecord({ key: r.key ?? null, value: r.value, headers, timestamp: r.timestamp ?? Date.now(), error: err as Error, stage: 'route', topic: template ?? '', partition: null, offset: null }, dead);
         continue;
       }
-      let out: ProducerRecord = { key: r.key ?? null, value: r.value, headers, ...(r.timestamp !== undefined ? { timestamp: r.timestamp } : {}) };
+      let out: ProducerRecord = { key: r.key ?? null, value: r.value, headers, timestamp: r.timestamp };
       if (transforms) {
         const decoded = decodeMessage(topic, out.key ?? null, out.value, headers, r.timestamp ?? Date.now());
         let message;

@@ -61,7 +61,15 @@ export function topicTemplateRegExp(parts: readonly TopicTemplatePart[]): RegExp
  * value or the result is not a valid topic name, so the runtime can treat the record as bad.
  */
 export function fillTopicTemplate(template: string, vars: Readonly<Record<string, string>> = {}): string {
-  const parsed = parseTopicTemplate(template);
+  // Sources fill one template for every record, so parses and plain (placeholder-free) names are
+  // remembered; the set of templates in a run is small and fixed by its specs.
+  const plain = plainTemplates.get(template);
+  if (plain !== undefined) return plain;
+  let parsed = parsedTemplates.get(template);
+  if (parsed === undefined) {
+    parsed = parseTopicTemplate(template);
+    if (parsedTemplates.size < 1024) parsedTemplates.set(template, parsed);
+  }
   if (!parsed.ok) throw new SluiceError('INVALID_ARGUMENT', `bad topic template ${JSON.stringify(template)}: ${parsed.error}`, { context: { template } });
   let topic = '';
   for (const part of parsed.parts) {
@@ -82,5 +90,9 @@ export function fillTopicTemplate(template: string, vars: Readonly<Record<string
       context: { template, topic },
     });
   }
+  if (parsed.parts.every((part) => 'text' in part) && plainTemplates.size < 1024) plainTemplates.set(template, topic);
   return topic;
 }
+
+const parsedTemplates = new Map<string, ParsedTopicTemplate>();
+const plainTemplates = new Map<string, string>();

@@ -35,7 +35,7 @@
  * after each case.
  *
  * Adding a suite: a module exporting `run(ctx: BenchContext)` and a line in SUITES. Planned:
- * file-tail, cdc, sink-mysql, sink-postgres, jetstream.
+ * sink-mysql, sink-postgres, jetstream.
  */
 import { type BenchContext, type BenchOptions, createContext, removeAllScratch } from './common.ts';
 
@@ -47,7 +47,9 @@ interface Suite {
 // Lazy imports, so one suite's missing dependency or broken module does not stop the others.
 const SUITES: Record<string, Suite> = {
   log: { describe: 'embedded log appends and reads vs raw file I/O, JetStream and Redis', load: () => import('./log.ts') },
+  'file-tail': { describe: 'file-tail into the log: ten files of 256-byte lines with rotation vs a plain read and line split', load: () => import('./file-tail.ts') },
   webhook: { describe: 'webhook source vs a bare node:http JSON server, single events and 100-event batches, fsync interval and always', load: () => import('./webhook.ts') },
+  cdc: { describe: 'postgres-cdc backlog drain (1M changes) vs pg_recvlogical, and commit-to-log latency at 5k changes/s', load: () => import('./cdc.ts') },
 };
 
 function usage(): string {
