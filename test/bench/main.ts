@@ -35,7 +35,7 @@
  * after each case.
  *
  * Adding a suite: a module exporting `run(ctx: BenchContext)` and a line in SUITES. Planned:
- * sink-mysql, sink-postgres, jetstream.
+ * jetstream.
  */
 import { type BenchContext, type BenchOptions, createContext, removeAllScratch } from './common.ts';
 
@@ -50,6 +50,8 @@ const SUITES: Record<string, Suite> = {
   'file-tail': { describe: 'file-tail into the log: ten files of 256-byte lines with rotation vs a plain read and line split', load: () => import('./file-tail.ts') },
   webhook: { describe: 'webhook source vs a bare node:http JSON server, single events and 100-event batches, fsync interval and always', load: () => import('./webhook.ts') },
   cdc: { describe: 'postgres-cdc backlog drain (1M changes) vs pg_recvlogical, and commit-to-log latency at 5k changes/s', load: () => import('./cdc.ts') },
+  'sink-mysql': { describe: 'mysql sink: 1M upserts from a topic into MariaDB through a Runtime vs mysql2 multi-row upserts', load: () => import('./sink-mysql.ts') },
+  'sink-postgres': { describe: 'postgres sink: 1M upserts from a topic into Postgres through a Runtime vs COPY', load: () => import('./sink-postgres.ts') },
 };
 
 function usage(): string {
