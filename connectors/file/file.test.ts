@@ -7,10 +7,13 @@ import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isSluiceError, type SinkRecord, type TopicPartition } from '../../core/connector.ts';
-import { testContext } from './fixtures/context.ts';
+import { sinkContext } from '../../test/support/task-context.ts';
 import { file } from './index.ts';
 import type { FileSinkConfig } from './schema.ts';
 import { FileSinkTask } from './task.ts';
+
+/** A context for the file sink, as its connector entry 'file-out', owning `assignment`. */
+const fileSinkContext = (assignment: readonly TopicPartition[] = []) => sinkContext(file.metrics, { connector: 'file-out', assignment });
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const dirs: string[] = [];
@@ -34,7 +37,7 @@ function config(overrides: Partial<FileSinkConfig> & { path: string }): FileSink
 async function startTask(cfg: FileSinkConfig, assignment: TopicPartition[] = [{ topic: 'clicks', partition: 0 }]) {
   const task = new FileSinkTask(cfg);
   tasks.push(task);
-  const test = testContext(assignment);
+  const test = fileSinkContext(assignment);
   await task.start(test.ctx);
   await task.open(assignment);
   return { task, ...test };
@@ -171,7 +174,7 @@ describe('path templates', () => {
     const dir = await tempDir();
     const task = new FileSinkTask(config({ path: path.relative(process.cwd(), path.join(dir, 'rel/out.jsonl')) }));
     tasks.push(task);
-    await task.start(testContext().ctx);
+    await task.start(fileSinkContext().ctx);
     await task.put([rec('1')]);
     expect(await lines(path.join(dir, 'rel/out.jsonl'))).toEqual(['1']);
   });
@@ -276,7 +279,7 @@ describe('crash safety', () => {
     await writeFile(out, '"whole"\n"torn');
     const task = new FileSinkTask(config({ path: out }));
     tasks.push(task);
-    await task.start(testContext().ctx);
+    await task.start(fileSinkContext().ctx);
     await task.put([rec('"next"')]);
     expect(await lines(out)).toEqual(['"whole"', '"next"']);
   });
@@ -438,7 +441,7 @@ describe('definition', () => {
   it('health check passes for a writable directory without creating anything', async () => {
     // The check proves writability but leaves the file system as it found it.
     const dir = await tempDir();
-    const { ctx } = testContext();
+    const { ctx } = fileSinkContext();
     await file.healthCheck!(config({ path: path.join(dir, 'not/yet/{topic}.jsonl') }), { signal: ctx.signal, logger: ctx.logger });
     expect(await readdir(dir)).toEqual([]);
   });
@@ -446,7 +449,7 @@ describe('definition', () => {
   it('health check fails as a misconfiguration when the path cannot be a file', async () => {
     // A directory or a file in the way is reported before any task starts, naming the path.
     const dir = await tempDir();
-    const { ctx } = testContext();
+    const { ctx } = fileSinkContext();
     await mkdir(path.join(dir, 'is-a-dir'));
     await writeFile(path.join(dir, 'blocker'), 'x');
     for (const bad of [path.join(dir, 'is-a-dir'), path.join(dir, 'blocker/out.jsonl')]) {

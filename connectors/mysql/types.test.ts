@@ -10,7 +10,7 @@ import { RetriableError, SluiceError } from '../../core/connector.ts';
 import { quoteIdent as pgQuote } from '../postgres/dialect.ts';
 import { allTypesSql } from '../sql-sink/fixtures/all-types.ts';
 import { cdcClient, snapshotRecords } from '../sql-sink/fixtures/cdc-snapshot.ts';
-import { testContext } from '../sql-sink/fixtures/context.ts';
+import { sinkContext } from '../../test/support/task-context.ts';
 import { PG_URL, mysqlTarget, uniqueName, type Admin } from '../sql-sink/fixtures/targets.ts';
 
 type Row = Record<string, unknown>;
@@ -42,7 +42,7 @@ describe('mysql sink: Postgres → MariaDB types', () => {
     return {
       target,
       put: async () => {
-        await task.start(testContext(mysqlTarget.metrics).ctx);
+        await task.start(sinkContext(mysqlTarget.metrics, { connector: 'sql-out' }).ctx);
         try {
           await task.put(records);
         } finally {

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_TYPES, allTypesSql } from '../sql-sink/fixtures/all-types.ts';
 import { cdcClient, snapshotRecords } from '../sql-sink/fixtures/cdc-snapshot.ts';
-import { testContext } from '../sql-sink/fixtures/context.ts';
+import { sinkContext } from '../../test/support/task-context.ts';
 import { PG_URL, postgresTarget, uniqueName } from '../sql-sink/fixtures/targets.ts';
 import { quoteIdent } from './dialect.ts';
 
@@ -58,7 +58,7 @@ describe('postgres sink: Postgres → Postgres types', () => {
     expect(records).toHaveLength(5);
 
     const { task } = postgresTarget.task({ mode: 'cdc', table: target, auto_create: true, offsets_table: offsets });
-    await task.start(testContext(postgresTarget.metrics).ctx);
+    await task.start(sinkContext(postgresTarget.metrics, { connector: 'sql-out' }).ctx);
     try {
       await task.put(records);
     } finally {
@@ -83,7 +83,7 @@ describe('postgres sink: Postgres → Postgres types', () => {
     await client.query(`INSERT INTO ${quoteIdent(source)} VALUES (1, 'happy', '{sad,ok}', '[1,5)', '(1.5,2)'), (2, NULL, NULL, NULL, NULL)`);
     const records = await snapshotRecords(client, 'public', source, 'cdc.public');
     const { task } = postgresTarget.task({ mode: 'cdc', table: target, auto_create: true, offsets_table: offsets });
-    await task.start(testContext(postgresTarget.metrics).ctx);
+    await task.start(sinkContext(postgresTarget.metrics, { connector: 'sql-out' }).ctx);
     try {
       await task.put(records);
     } finally {

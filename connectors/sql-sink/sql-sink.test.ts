@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RetriableError, SluiceError, isSluiceError, type SinkRecord } from '../../core/connector.ts';
 import { UNCHANGED_TOAST_MARKER } from '../postgres-cdc/index.ts';
-import { testContext, type TestContext } from './fixtures/context.ts';
+import { sinkContext, type TestSinkContext } from '../../test/support/task-context.ts';
 import { EventStream, record, type HeaderColumn } from './fixtures/records.ts';
 import { TARGETS, uniqueName, type Admin, type RecordedTask, type SqlTarget, type TestSettings } from './fixtures/targets.ts';
 
@@ -53,10 +53,10 @@ describe.each(TARGETS.map((t) => [t.engine, t] as const))('%s sink', (_engine, t
   };
 
   /** A started task with its own offsets table. */
-  async function started(settings: TestSettings, options: { pipeline?: string } = {}): Promise<RecordedTask & TestContext & { offsets: string }> {
+  async function started(settings: TestSettings, options: { pipeline?: string } = {}): Promise<RecordedTask & TestSinkContext & { offsets: string }> {
     const offsets = settings.offsets_table ?? table('offsets');
     const recorded = target.task({ ...settings, offsets_table: offsets });
-    const context = testContext(target.metrics, { pipeline: options.pipeline ?? 'p', connector: 'sink' });
+    const context = sinkContext(target.metrics, { pipeline: options.pipeline ?? 'p', connector: 'sink' });
     await recorded.task.start(context.ctx);
     open.push(recorded.task);
     return { ...recorded, ...context, offsets };
@@ -509,7 +509,7 @@ describe.each(TARGETS.map((t) => [t.engine, t] as const))('%s sink', (_engine, t
 
   it('health check: passes for a usable target, is retriable for an unreachable one, and CONFIG_INVALID for a missing database', async () => {
     // Guarantee: the runtime waits for a database that is not up yet, and fails at once on a configuration no retry can fix.
-    const options = { signal: AbortSignal.timeout(10_000), logger: testContext(target.metrics).ctx.logger };
+    const options = { signal: AbortSignal.timeout(10_000), logger: sinkContext(target.metrics, { connector: 'sql-out' }).ctx.logger };
     const base = target.config({ mode: 'upsert' }) as unknown as Record<string, unknown>;
     const url = new URL(String(base['url']));
     await expect(target.definition.healthCheck!(base, options)).resolves.toBeUndefined();
@@ -527,7 +527,7 @@ describe.each(TARGETS.map((t) => [t.engine, t] as const))('%s sink', (_engine, t
   it('fails start with CONFIG_INVALID for a key column excluded or {table} outside cdc mode', async () => {
     // Guarantee: a config that cannot work is refused when the task starts, before any record.
     const recorded = target.task({ mode: 'insert', table: '{table}' });
-    const err = await caught(recorded.task.start(testContext(target.metrics).ctx));
+    const err = await caught(recorded.task.start(sinkContext(target.metrics, { connector: 'sql-out' }).ctx));
     expect(isSluiceError(err, 'CONFIG_INVALID')).toBe(true);
     expect(err.message).toContain('{table}');
   });
