@@ -126,6 +126,24 @@ export interface SourceRecord {
   timestamp?: number;
 }
 
+/**
+ * Record bytes as one JSON text on one line, for sinks that write JSON lines or NDJSON. Valid JSON
+ * is kept byte for byte, so big integers and key order survive; anything else becomes a JSON string
+ * of its UTF-8 decoding, and null is `null`. In valid JSON a raw line break can only be
+ * insignificant whitespace (inside strings it must be escaped), so replacing it with a space keeps
+ * the value and makes it one line without reserialising it.
+ */
+export function jsonText(bytes: Buffer | null): string {
+  if (bytes === null) return 'null';
+  const text = bytes.toString('utf8');
+  try {
+    JSON.parse(text);
+  } catch {
+    return JSON.stringify(text);
+  }
+  return text.includes('\n') || text.includes('\r') ? text.replace(/[\r\n]/g, ' ') : text;
+}
+
 /** A record a {@link SinkTask} receives: a log record with its topic, partition and offset. */
 export type SinkRecord = LogRecord;
 

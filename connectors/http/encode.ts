@@ -2,7 +2,7 @@
  * Turns sink records into request bodies: one JSON text per record, then bodies of at most
  * `maxRecords` records and `maxBytes` bytes, in record order.
  */
-import type { SinkRecord } from '../../core/connector.ts';
+import { jsonText, type SinkRecord } from '../../core/connector.ts';
 
 /** What one request carries. */
 export interface EncodedRequest {
@@ -17,23 +17,6 @@ export interface EncodeOptions {
   readonly body: 'value' | 'envelope';
   readonly maxRecords: number;
   readonly maxBytes: number;
-}
-
-/**
- * Record bytes as one JSON text on one line. Valid JSON is kept byte for byte, so big integers and
- * key order survive; anything else becomes a JSON string of its UTF-8 decoding, and null is `null`.
- */
-export function jsonText(bytes: Buffer | null): string {
-  if (bytes === null) return 'null';
-  const text = bytes.toString('utf8');
-  try {
-    JSON.parse(text);
-  } catch {
-    return JSON.stringify(text);
-  }
-  // In valid JSON a raw line break can only be insignificant whitespace (inside strings it must be
-  // escaped), so replacing it keeps the document and makes it safe for NDJSON.
-  return text.replace(/[\r\n]/g, ' ');
 }
 
 /** One record as the JSON text the `body` setting asks for. */
