@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateEvent } from '../connectors/datagen/presets.ts';
+import { SINK_POLL_BYTES } from '../core/runtime/task-runner.ts';
 import { cleanUp, completeLines, seqs, sleep, start, tempDir, waitFor, type Running } from './e2e-helpers.ts';
 
 afterEach(cleanUp);
@@ -18,8 +19,6 @@ const RATE = 8_000;
 const BATCH = 100;
 const PARTITIONS = 3;
 const KILLS = 4;
-/** The runtime's sink poll budget (`SINK_POLL_BYTES` in core/runtime/task-runner.ts). */
-const SINK_POLL_BYTES = 1 << 20;
 
 const SPEC = `name: crash
 topics:

@@ -20,6 +20,7 @@ import type {
   SourceTask,
   SourceTaskContext,
   SourcePartition,
+  TaskContext,
   TaskMetrics,
   Logger,
 } from '../connector.ts';
@@ -193,6 +194,12 @@ abstract class TaskRunner {
     return status;
   }
 
+  /** What every task's context holds, whatever its kind. */
+  protected taskContext(): TaskContext {
+    const { pipeline, connector, task, logger, taskMetrics } = this.deps;
+    return { pipeline, connector, task, signal: this.stopController.signal, logger, metrics: taskMetrics };
+  }
+
   protected retryOptions(stage: string): { signal: AbortSignal; onRetry: (err: SluiceError, attempt: number, delayMs: number) => void } {
     const { metrics, pipeline, connector, logger } = this.deps;
     return {
@@ -271,16 +278,11 @@ export class SourceRunner extends TaskRunner {
   }
 
   protected async run(): Promise<void> {
-    const { definition, taskConfig, offsets, pipeline, connector, logger, task: index, taskMetrics } = this.source;
+    const { definition, taskConfig, offsets, pipeline, connector, logger } = this.source;
     const committed = offsets.offsets(pipeline, connector);
     const byPartition = new Map(committed.map((e) => [canonicalJson(e.sourcePartition), e.sourceOffset]));
     const ctx: SourceTaskContext = {
-      pipeline,
-      connector,
-      task: index,
-      signal: this.stopController.signal,
-      logger,
-      metrics: taskMetrics,
+      ...this.taskContext(),
       committedOffsets: committed,
       committedOffset: (partition: SourcePartition) => byPartition.get(canonicalJson(partition)),
     };
@@ -405,7 +407,8 @@ export interface SinkRunnerDeps extends RunnerDeps {
 }
 
 const SINK_POLL_WAIT_MS = 500;
-const SINK_POLL_BYTES = 1 << 20;
+/** The most bytes a sink task's poll returns; end-to-end tests derive duplicate bounds from it. */
+export const SINK_POLL_BYTES = 1 << 20;
 
 /** Drives a {@link SinkTask}: poll the group → transform → put (bisecting under tolerance: all) → commit. */
 export class SinkRunner extends TaskRunner {
@@ -423,19 +426,14 @@ export class SinkRunner extends TaskRunner {
   }
 
   protected async run(): Promise<void> {
-    const { definition, taskConfig, log, topics, group, pipeline, connector, logger, task: index, taskMetrics, ensureTopic } = this.sink;
+    const { definition, taskConfig, log, topics, group, logger, ensureTopic } = this.sink;
     // A topic a sink reads but nothing created yet (its source has not written) is created with the
     // defaults, as any topic used but not declared is.
     for (const topic of topics) await ensureTopic(topic);
     const consumer = await log.subscribe(group, topics);
     this.consumer = consumer;
     const ctx: SinkTaskContext = {
-      pipeline,
-      connector,
-      task: index,
-      signal: this.stopController.signal,
-      logger,
-      metrics: taskMetrics,
+      ...this.taskContext(),
       assignment: () => consumer.assignment(),
       groupOffsets: () => consumer.positions(),
     };
