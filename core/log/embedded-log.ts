@@ -347,18 +347,21 @@ export class EmbeddedLog implements Log {
 
     // The common case, a batch of keyless records, becomes one batch on one partition with no
     // per-record bookkeeping.
+    // One pass tells both whether the batch is keyless and whether it fits one batch.
     let keyless = true;
+    let bytes = 0;
     for (let i = 0; i < count; i++) {
       const r = records[i]!;
       if (r.key != null || r.partition !== undefined) {
         keyless = false;
         break;
       }
+      bytes += recordBytes(r);
     }
     if (keyless && compacted) {
       throw new SluiceError('INVALID_ARGUMENT', `topic ${topicName} is compacted, so every record needs a key`, { context: { topic: topicName } });
     }
-    if (keyless && estimateBytes(records, null) <= MAX_BATCH_BYTES && count <= MAX_BATCH_RECORDS) {
+    if (keyless && bytes <= MAX_BATCH_BYTES && count <= MAX_BATCH_RECORDS) {
       const partition = topic.sticky;
       topic.sticky = (topic.sticky + 1) % n;
       const { baseOffset, done } = topic.partitions[partition]!.append(records, null, now);
@@ -548,22 +551,16 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return out;
 }
 
-function estimateBytes(records: readonly ProducerRecord[], indexes: readonly number[] | null): number {
-  let total = 0;
-  const count = indexes === null ? records.length : indexes.length;
-  for (let i = 0; i < count; i++) {
-    const r = records[indexes === null ? i : indexes[i]!]!;
-    total += 16 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
-  }
-  return total;
+/** What a record adds to a batch, roughly: its key and value plus framing. */
+function recordBytes(r: ProducerRecord): number {
+  return 16 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
 }
 
 function* chunkIndexes(records: readonly ProducerRecord[], indexes: number[]): Generator<number[]> {
   let chunk: number[] = [];
   let bytes = 0;
   for (const i of indexes) {
-    const r = records[i]!;
-    const size = 16 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
+    const size = recordBytes(records[i]!);
     if (chunk.length > 0 && (bytes + size > MAX_BATCH_BYTES || chunk.length >= MAX_BATCH_RECORDS)) {
       yield chunk;
       chunk = [];
