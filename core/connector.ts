@@ -416,6 +416,25 @@ export interface SourceConnector<S extends ConfigSchema = ConfigSchema, C = Conf
    * durable write per batch; `commit` is still called only once the records are durable.
    */
   readonly storeOffsets?: boolean;
+  /**
+   * Optional: orders two offsets of one source partition. When defined, a restart appends nothing
+   * twice. The runtime marks the last record of each partition it appends to with the source offsets
+   * it reached there. After a crash it reads those marks back from the log, and it drops a re-polled
+   * record whose offset is at or below the mark in the log partition the record would go to.
+   *
+   * Return a negative number, 0 or a positive number, as `Array.prototype.sort` expects. Return null
+   * when the two cannot be ordered; the record is then appended again (at-least-once). Snapshot rows,
+   * for example, are numbered by a read that may shift between runs.
+   *
+   * Only a source can promise what this needs, so only it should define the method:
+   * - offsets within a source partition never decrease in poll order;
+   * - records that share an offset are always returned by the same `poll`;
+   * - a record polled again after a restart has the same offset and key as the first time.
+   *
+   * Called by the runtime on its hot path while a restart's overlap lasts. It must be pure and fast,
+   * and it must not throw.
+   */
+  compareOffsets?(a: SourceOffset, b: SourceOffset): number | null;
   /** Creates one task for one task config. Called by the runtime; must not do I/O. */
   createTask(config: T): SourceTask;
 }
