@@ -4,7 +4,7 @@
  */
 import { defineSource } from '../../core/connector.ts';
 import { datagenSchema, type DatagenConfig, type DatagenTaskConfig } from './schema.ts';
-import { DatagenTask, parseStartTime } from './task.ts';
+import { compareOffsets, DatagenTask, parseStartTime } from './task.ts';
 
 export { datagenSchema, type DatagenConfig, type DatagenTaskConfig } from './schema.ts';
 export { DatagenTask, GENERATOR, IDLE_POLL_MS, sourcePartitionOf } from './task.ts';
@@ -42,5 +42,6 @@ export const datagen = defineSource({
     const tasks = Math.max(1, Math.min(maxTasks, config.count ?? maxTasks));
     return Array.from({ length: tasks }, (_, task) => ({ ...config, task, tasks }));
   },
+  compareOffsets,
   createTask: (config: DatagenTaskConfig) => new DatagenTask(config),
 });

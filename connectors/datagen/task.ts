@@ -168,6 +168,16 @@ export class DatagenTask implements SourceTask {
   }
 }
 
+/**
+ * Orders two offsets of one datagen task. Every event has its own `next`, and a restart regenerates
+ * the same key and value for it, so the runtime may drop what a crash left in the log.
+ */
+export function compareOffsets(a: SourceOffset, b: SourceOffset): number | null {
+  const x = nextOf(a);
+  const y = nextOf(b);
+  return x === undefined || y === undefined ? null : x - y;
+}
+
 /** The `next` of a datagen offset, or undefined when it is not a non-negative safe integer. */
 function nextOf(offset: SourceOffset): number | undefined {
   const next: JsonValue | undefined = offset.next;

@@ -7,6 +7,8 @@ import { openLog, type EmbeddedLog } from '../log/embedded-log.ts';
 import type { Logger } from '../connector.ts';
 import { validateSpecTexts } from '../spec/index.ts';
 import { DLQ_HEADERS, dlqTopic } from './dlq.ts';
+import { MARK_HEADER } from './source-marks.ts';
+import { SOURCE_OFFSETS_TOPIC } from './source-offsets.ts';
 import { Runtime, sinkGroup } from './runtime.ts';
 
 // Test connectors: a source counting up from its committed offset, and sinks that write into
@@ -111,7 +113,14 @@ const collect = defineSink({
   },
 });
 
-const registry = defineRegistry([counter, collect]);
+/** The counter, declaring that its offsets are ordered, so restarts append nothing twice. */
+const orderedCounter = defineSource({
+  ...counter,
+  name: 'ordered-counter',
+  compareOffsets: (a, b) => (typeof a['next'] === 'number' && typeof b['next'] === 'number' ? a['next'] - b['next'] : null),
+});
+
+const registry = defineRegistry([counter, orderedCounter, collect]);
 
 function silentLogger(): Logger {
   const noop = (): void => {};
@@ -200,6 +209,34 @@ sources: [{ name: src, connector: counter, topic: numbers, config: { count: 450 
     expect((await second.log.describeTopic('numbers')).partitions[0]!.endOffset).toBe(450n);
     const offsets = await second.runtime.offsetsOf('src');
     expect(offsets.sourceOffsets).toEqual([{ sourcePartition: { counter: 'src' }, sourceOffset: { next: 450 } }]);
+  });
+
+  it('appends nothing twice when a restart re-polls records whose offsets were not stored, and sinks never see the marks', async () => {
+    // Guarantee: with ordered source offsets, the crash window between a batch's append and its offset store repeats nothing in the log.
+    const spec = (count: number): string => `
+name: marks
+topics: [{ name: numbers, partitions: 3 }]
+sources: [{ name: src, connector: ordered-counter, topic: numbers, config: { count: ${count}, batch: 7 } }]
+sinks: [{ name: out, connector: collect, topics: [numbers] }]
+`;
+    const first = await setup(spec(300));
+    await until(() => values('out').length === 300);
+    await first.stop();
+    // The state a crash leaves behind: every record appended, but the stored offset far behind.
+    const rewind = await openLog(first.dir);
+    await rewind.append(SOURCE_OFFSETS_TOPIC, [{ key: Buffer.from(JSON.stringify(['marks', 'src', { counter: 'src' }])), value: Buffer.from(JSON.stringify({ next: 120 })) }]);
+    await rewind.close();
+
+    const second = await setup(spec(400), first.dir);
+    cleanup.push(() => fs.rmSync(first.dir, { recursive: true, force: true }));
+    await until(() => values('out').length >= 400);
+    await new Promise((r) => setTimeout(r, 100));
+    let total = 0n;
+    for (const p of (await second.log.describeTopic('numbers')).partitions) total += p.endOffset;
+    expect(total).toBe(400n);
+    expect(values('out').sort((a, b) => a - b)).toEqual(Array.from({ length: 400 }, (_, i) => i));
+    expect(written.get('out')!.filter((r) => r.headers[MARK_HEADER] !== undefined)).toEqual([]);
+    expect((await second.runtime.offsetsOf('src')).sourceOffsets).toEqual([{ sourcePartition: { counter: 'src' }, sourceOffset: { next: 400 } }]);
   });
 
   it('commits sink offsets only after put, so a restarted sink continues where it stopped', async () => {

@@ -32,6 +32,7 @@ import { decodeMessage, encodeMessage } from './codec.ts';
 import { sendToDlq, type DeadLetter, type FailureStage } from './dlq.ts';
 import type { RuntimeMetrics } from './metrics.ts';
 import { AbortedError, isRetriable, retry, type RetryPolicy } from './retry.ts';
+import { SourceMarks, MARK_HEADER, type RecordSource } from './source-marks.ts';
 import { canonicalJson, type SourceOffsetStore } from './source-offsets.ts';
 
 export type TaskState = 'UNASSIGNED' | 'RUNNING' | 'PAUSED' | 'FAILED' | 'STOPPED';
@@ -269,16 +270,46 @@ export interface SourceRunnerDeps extends RunnerDeps {
   offsets: SourceOffsetStore;
 }
 
-/** Drives a {@link SourceTask}: poll → transform → append (durable) → store offsets → commit. */
+/** A polled batch, routed and transformed, waiting for its append. */
+interface PreparedBatch {
+  readonly byTopic: Map<string, ProducerRecord[]>;
+  /** Where each record of `byTopic` came from, in the same order; only kept when marking. */
+  readonly sources: Map<string, RecordSource[]> | null;
+  readonly dead: DeadLetter[];
+  /** The last offset per source partition: covers every polled record, dropped ones included. */
+  readonly entries: SourceOffsetEntry[];
+  readonly polled: number;
+}
+
+/**
+ * Batches in flight at most, counting the one being appended: poll and transform of the next batch
+ * overlap with the append of the previous one, while appends stay in poll order.
+ */
+const MAX_COMMITS_BEHIND = 2;
+
+/**
+ * Drives a {@link SourceTask}: poll → transform → append (durable) → store offsets → commit.
+ *
+ * The stages overlap. While batch N is appended, batch N+1 is polled and transformed. Storing N's
+ * offsets and calling `commit` runs after N's append and may overlap with N+1's append. Appends
+ * still run one batch at a time, in poll order, and commits in the same order. A source's latency
+ * is then about one append, not one append plus one offset write plus the poll.
+ */
 export class SourceRunner extends TaskRunner {
   private task: SourceTask | null = null;
+  private marks: SourceMarks | null = null;
+  /** The first failure of a background stage; the loop rethrows it. */
+  private stageError: unknown = null;
+  private appending: Promise<void> | null = null;
+  private committing: Promise<void> = Promise.resolve();
+  private commitsBehind = 0;
 
   constructor(private readonly source: SourceRunnerDeps) {
     super(source);
   }
 
   protected async run(): Promise<void> {
-    const { definition, taskConfig, offsets, pipeline, connector, logger } = this.source;
+    const { definition, taskConfig, offsets, pipeline, connector, logger, log } = this.source;
     const committed = offsets.offsets(pipeline, connector);
     const byPartition = new Map(committed.map((e) => [canonicalJson(e.sourcePartition), e.sourceOffset]));
     const ctx: SourceTaskContext = {
@@ -286,32 +317,65 @@ export class SourceRunner extends TaskRunner {
       committedOffsets: committed,
       committedOffset: (partition: SourcePartition) => byPartition.get(canonicalJson(partition)),
     };
+    if (definition.compareOffsets && definition.storeOffsets !== false) {
+      const marks = new SourceMarks(log, pipeline, connector, definition.compareOffsets.bind(definition));
+      await retry(() => marks.load(), this.source.errors.policy, this.retryOptions('start'));
+      this.marks = marks;
+    }
     const task = definition.createTask(taskConfig);
     this.task = task;
     await retry(() => task.start(ctx), this.source.errors.policy, this.retryOptions('start'));
     this.state = this.startedState;
     logger.info({ resumed_partitions: committed.length }, 'source task started');
-    while (!this.stopping) {
-      await this.waitIfPaused();
-      if (this.stopping) break;
-      const signal = this.pollController.signal;
-      let records: readonly SourceRecord[];
-      try {
-        records = await retry(() => task.poll(signal), this.source.errors.policy, this.retryOptions('poll'));
-      } catch (err) {
-        if (this.stopping || signal.aborted) continue;
-        throw err;
+    try {
+      while (!this.stopping) {
+        await this.waitIfPaused();
+        if (this.stopping) break;
+        this.throwStageError();
+        const signal = this.pollController.signal;
+        let records: readonly SourceRecord[];
+        try {
+          records = await retry(() => task.poll(signal), this.source.errors.policy, this.retryOptions('poll'));
+        } catch (err) {
+          if (this.stopping || signal.aborted) continue;
+          throw err;
+        }
+        this.lastActivityAt = Date.now();
+        this.throwStageError();
+        if (records.length > 0) await this.submit(task, await this.prepare(records));
       }
-      this.lastActivityAt = Date.now();
-      if (records.length > 0) await this.process(task, records);
+    } finally {
+      // What was polled is appended and what is durable committed, also when the loop failed: a
+      // batch that reached the log must not be left unacknowledged upstream.
+      await this.appending;
+      await this.committing;
     }
+    this.throwStageError();
   }
 
-  private async process(task: SourceTask, records: readonly SourceRecord[]): Promise<void> {
-    const { log, pipeline, connector, metrics, transforms, topic: template, ensureTopic, offsets, logger } = this.source;
+  private throwStageError(): void {
+    if (this.stageError !== null) throw this.stageError;
+  }
+
+  /** Starts the append of `batch` once the previous one is done, without waiting for it. */
+  private async submit(task: SourceTask, batch: PreparedBatch): Promise<void> {
+    await this.appending;
+    if (this.commitsBehind >= MAX_COMMITS_BEHIND) await this.committing;
+    this.throwStageError();
+    this.appending = this.append(task, batch).catch((err: unknown) => {
+      this.stageError ??= err;
+      this.pollController.abort();
+    });
+  }
+
+  /** Routes, transforms and (after a restart) de-duplicates a polled batch. */
+  private async prepare(records: readonly SourceRecord[]): Promise<PreparedBatch> {
+    const { pipeline, connector, metrics, transforms, topic: template, ensureTopic } = this.source;
     metrics.recordsIn.inc({ pipeline, connector }, records.length);
     this.recordsIn += records.length;
+    const marks = this.marks;
     const byTopic = new Map<string, ProducerRecord[]>();
+    const sources = marks ? new Map<string, RecordSource[]>() : null;
     const dead: DeadLetter[] = [];
     // The last offset per source partition in this batch: it covers every record of the batch,
     // including records a filter dropped or the DLQ took, since those are handled too.
@@ -348,15 +412,44 @@ export class SourceRunner extends TaskRunner {
         topic = message.topic;
         out = encodeMessage(decoded, message);
       }
+      if (marks) {
+        if (!marks.knowsTopic(topic)) {
+          await retry(
+            async () => {
+              await ensureTopic(topic);
+              await marks.partitionsOf(topic);
+            },
+            this.source.errors.policy,
+            this.retryOptions('append'),
+          );
+        }
+        if (marks.filtering && marks.isDuplicate(lastKey, r.sourceOffset, topic, marks.routeOf(topic, out))) continue;
+      }
       let list = byTopic.get(topic);
       if (!list) byTopic.set(topic, (list = []));
       list.push(out);
+      if (sources) {
+        let from = sources.get(topic);
+        if (!from) sources.set(topic, (from = []));
+        from.push({ key: lastKey, partition: r.sourcePartition, offset: r.sourceOffset });
+      }
     }
+    if (marks && sources) {
+      for (const [topic, list] of byTopic) marks.stamp(topic, list, sources.get(topic)!);
+      if (marks.skipped > 0) {
+        this.source.logger.info({ records: marks.skipped }, 'skipped records that reached the log before the restart');
+        marks.skipped = 0;
+      }
+    }
+    return { byTopic, sources, dead, entries: [...reached.values()], polled: records.length };
+  }
 
+  /** Appends a batch (durable), then queues the storing of its offsets and the task's commit. */
+  private async append(task: SourceTask, batch: PreparedBatch): Promise<void> {
+    const { log, pipeline, connector, metrics, ensureTopic, logger } = this.source;
     const started = process.hrtime.bigint();
-    const entries = [...reached.values()];
     try {
-      for (const [topic, list] of byTopic) {
+      for (const [topic, list] of batch.byTopic) {
         await retry(
           async () => {
             await ensureTopic(topic);
@@ -366,23 +459,38 @@ export class SourceRunner extends TaskRunner {
           this.retryOptions('append'),
         );
       }
-      await this.flushDeadLetters(dead);
+      await this.flushDeadLetters(batch.dead);
     } catch (err) {
       if (task.reject && !this.stopping) {
         // A push source answers its clients "retry later" and keeps serving; nothing of this batch
         // is acknowledged, so nothing acknowledged is lost.
         metrics.errors.inc({ pipeline, connector, stage: 'append' });
-        await task.reject(entries, err as Error).catch((e: unknown) => logger.warn({ err: e }, 'reject failed'));
+        await task.reject(batch.entries, err as Error).catch((e: unknown) => logger.warn({ err: e }, 'reject failed'));
         return;
       }
       throw err;
     }
     metrics.appendLatency.observe({ pipeline, connector }, Number(process.hrtime.bigint() - started) / 1e9);
     let appended = 0;
-    for (const list of byTopic.values()) appended += list.length;
+    for (const list of batch.byTopic.values()) appended += list.length;
     metrics.recordsOut.inc({ pipeline, connector }, appended);
     this.recordsOut += appended;
+    this.commitsBehind++;
+    this.committing = this.committing
+      .then(() => this.commit(task, batch.entries))
+      .catch((err: unknown) => {
+        this.stageError ??= err;
+        this.pollController.abort();
+      })
+      .finally(() => {
+        this.commitsBehind--;
+      });
+  }
 
+  /** Stores the offsets of a durable batch, then tells the task. Runs in append order. */
+  private async commit(task: SourceTask, entries: SourceOffsetEntry[]): Promise<void> {
+    if (this.stageError !== null) return;
+    const { offsets, pipeline, connector, logger } = this.source;
     if (this.source.definition.storeOffsets !== false) {
       await retry(() => offsets.commit(pipeline, connector, entries), this.source.errors.policy, this.retryOptions('commit'));
     }
@@ -455,6 +563,7 @@ export class SinkRunner extends TaskRunner {
       }
       this.lastActivityAt = Date.now();
       if (polled.length === 0) continue;
+      withoutMarks(polled);
       await this.process(task, consumer, polled);
     }
   }
@@ -570,6 +679,17 @@ export class SinkRunner extends TaskRunner {
 
   assignment(): TopicPartition[] {
     return [...this.owned];
+  }
+}
+
+/** Removes the runtime's source-offset marks, which are bookkeeping and not part of the data. */
+function withoutMarks(records: LogRecord[]): void {
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    if (r.headers[MARK_HEADER] === undefined) continue;
+    const headers = { ...r.headers };
+    delete headers[MARK_HEADER];
+    records[i] = { ...r, headers };
   }
 }
 
