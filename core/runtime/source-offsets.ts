@@ -21,24 +21,41 @@ export class SourceOffsetStore {
   /** pipeline → connector → canonical partition → entry */
   private readonly entries = new Map<string, Map<string, SourceOffsetEntry>>();
 
+  /** Where the next {@link refresh} reads from. */
+  private next = 0n;
+
   private constructor(private readonly log: Log) {}
 
   /** Creates the topic if needed and reads every stored offset. Called once at runtime start. */
   static async open(log: Log): Promise<SourceOffsetStore> {
     await log.createTopic(SOURCE_OFFSETS_TOPIC, { partitions: 1, cleanup: 'compact', fsync: 'always', retentionMs: null }, { ifNotExists: true });
     const store = new SourceOffsetStore(log);
-    let offset = await log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'earliest' });
-    const end = await log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'latest' });
-    while (offset < end) {
-      const result = await log.read(SOURCE_OFFSETS_TOPIC, 0, offset, { maxBytes: 4 << 20 });
+    store.next = await log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'earliest' });
+    await store.refresh();
+    return store;
+  }
+
+  /**
+   * Reads what was stored since the last read. A source task calls it before it starts, because in
+   * a worker group the task may have run on another worker, which stored its offsets there.
+   */
+  async refresh(): Promise<void> {
+    const end = await this.log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'latest' });
+    if (this.next < (await this.log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'earliest' }))) {
+      // Compaction or retention moved the start past what was read: read everything again.
+      this.entries.clear();
+      this.next = await this.log.offsetFor(SOURCE_OFFSETS_TOPIC, 0, { kind: 'earliest' });
+    }
+    while (this.next < end) {
+      const result = await this.log.read(SOURCE_OFFSETS_TOPIC, 0, this.next, { maxBytes: 4 << 20 });
       for (const record of result.records) {
         if (record.key === null) continue;
         const [pipeline, connector, partition] = JSON.parse(record.key.toString('utf8')) as [string, string, SourcePartition];
-        store.apply(pipeline, connector, partition, record.value === null ? null : (JSON.parse(record.value.toString('utf8')) as SourceOffset));
+        this.apply(pipeline, connector, partition, record.value === null ? null : (JSON.parse(record.value.toString('utf8')) as SourceOffset));
       }
-      offset = result.nextOffset;
+      if (result.nextOffset <= this.next) break;
+      this.next = result.nextOffset;
     }
-    return store;
   }
 
   private apply(pipeline: string, connector: string, partition: SourcePartition, offset: SourceOffset | null): void {

@@ -310,6 +310,7 @@ export class SourceRunner extends TaskRunner {
 
   protected async run(): Promise<void> {
     const { definition, taskConfig, offsets, pipeline, connector, logger, log } = this.source;
+    await retry(() => offsets.refresh(), this.source.errors.policy, this.retryOptions('start'));
     const committed = offsets.offsets(pipeline, connector);
     const byPartition = new Map(committed.map((e) => [canonicalJson(e.sourcePartition), e.sourceOffset]));
     const ctx: SourceTaskContext = {
