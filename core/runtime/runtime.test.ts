@@ -16,6 +16,8 @@ import { Runtime, sinkGroup } from './runtime.ts';
 
 /** What the test sinks wrote, per sink name. */
 const written = new Map<string, SinkRecord[]>();
+/** The bytes of keys and values in each put, per sink name. */
+const putBytes = new Map<string, number[]>();
 /** Source offsets each test source was told are durable, per connector name. */
 const committedBySource = new Map<string, unknown[]>();
 /** Behaviour switches for the sinks, per sink name. */
@@ -99,6 +101,7 @@ const collect = defineSink({
         const list = written.get(name) ?? [];
         list.push(...records);
         written.set(name, list);
+        putBytes.set(name, [...(putBytes.get(name) ?? []), records.reduce((n, r) => n + (r.key?.length ?? 0) + (r.value?.length ?? 0), 0)]);
       },
       ...(config.exactly_once
         ? {
@@ -132,6 +135,7 @@ const cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const fn of cleanup.splice(0).reverse()) await fn();
   written.clear();
+  putBytes.clear();
   committedBySource.clear();
   sinkBehaviour.clear();
 });
@@ -237,6 +241,32 @@ sinks: [{ name: out, connector: collect, topics: [numbers] }]
     expect(values('out').sort((a, b) => a - b)).toEqual(Array.from({ length: 400 }, (_, i) => i));
     expect(written.get('out')!.filter((r) => r.headers[MARK_HEADER] !== undefined)).toEqual([]);
     expect((await second.runtime.offsetsOf('src')).sourceOffsets).toEqual([{ sourcePartition: { counter: 'src' }, sourceOffset: { next: 400 } }]);
+  });
+
+  it("bounds each put by the sink's batch_max_bytes, overshooting by at most one stored batch per partition", async () => {
+    // Guarantee: batch_max_bytes sets how much one put receives.
+    const head = `
+name: sized
+topics: [{ name: numbers, partitions: 2 }]
+sources: [{ name: src, connector: counter, topic: numbers, config: { count: 2000, batch: 10 } }]
+`;
+    const fill = await setup(head);
+    await until(async () => (await endOffset(fill.log, 'numbers', 0)) + (await endOffset(fill.log, 'numbers', 1)) === 2000n);
+    await fill.stop();
+    // The topic is full before the sinks start, so each poll is limited by its size alone.
+    await setup(
+      `${head}sinks:
+  - { name: small, connector: collect, topics: [numbers], batch_max_bytes: 1KiB }
+  - { name: large, connector: collect, topics: [numbers], batch_max_bytes: 4MiB }
+`,
+      fill.dir,
+    );
+    cleanup.push(() => fs.rmSync(fill.dir, { recursive: true, force: true }));
+    await until(() => values('small').length === 2000 && values('large').length === 2000);
+    // A stored batch holds 10 records of at most 14 bytes each.
+    expect(Math.max(...putBytes.get('small')!)).toBeLessThanOrEqual(1024 + 2 * 10 * 14);
+    expect(putBytes.get('small')!.length).toBeGreaterThan(20);
+    expect(putBytes.get('large')!.length).toBeLessThanOrEqual(2);
   });
 
   it('commits sink offsets only after put, so a restarted sink continues where it stopped', async () => {

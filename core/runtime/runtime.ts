@@ -11,7 +11,7 @@ import { SluiceError } from '../errors.ts';
 import type { Log, TopicPartitionOffset } from '../log/types.ts';
 import type { ErrorsSpec, LoadedSpec, SinkSpec, SourceSpec } from '../spec/index.ts';
 import { redactSecrets, topicConfigOf } from '../spec/index.ts';
-import { parseDuration } from '../spec/units.ts';
+import { parseDuration, parseSize } from '../spec/units.ts';
 import { buildTransformChain, type TransformEntry, type TransformFn } from '../transforms/index.ts';
 import { RuntimeMetrics } from './metrics.ts';
 import { retry } from './retry.ts';
@@ -227,7 +227,8 @@ export class Runtime {
     if (c.kind === 'source') {
       return new SourceRunner({ ...deps, definition: c.definition as AnySourceConnector, topic: (c.entry as SourceSpec).topic, offsets: this.offsets });
     }
-    return new SinkRunner({ ...deps, definition: c.definition as AnySinkConnector, topics: [...(c.entry as SinkSpec).topics], group: sinkGroup(c.pipeline, c.name) });
+    const sink = c.entry as SinkSpec;
+    return new SinkRunner({ ...deps, definition: c.definition as AnySinkConnector, topics: [...sink.topics], group: sinkGroup(c.pipeline, c.name), pollBytes: parseSize(sink.batch_max_bytes) });
   }
 
   private get(name: string): Connector {

@@ -513,10 +513,12 @@ export interface SinkRunnerDeps extends RunnerDeps {
   taskConfig: unknown;
   topics: string[];
   group: string;
+  /** The most bytes one poll returns; the entry's `batch_max_bytes`, else {@link SINK_POLL_BYTES}. */
+  pollBytes?: number;
 }
 
 const SINK_POLL_WAIT_MS = 500;
-/** The most bytes a sink task's poll returns; end-to-end tests derive duplicate bounds from it. */
+/** The default of the most bytes a sink task's poll returns; end-to-end tests derive duplicate bounds from it. */
 export const SINK_POLL_BYTES = 1 << 20;
 
 /** Drives a {@link SinkTask}: poll the group → transform → put (bisecting under tolerance: all) → commit. */
@@ -557,7 +559,7 @@ export class SinkRunner extends TaskRunner {
       await this.syncAssignment(task, consumer);
       let polled: LogRecord[];
       try {
-        polled = await consumer.poll({ maxWaitMs: SINK_POLL_WAIT_MS, maxBytes: SINK_POLL_BYTES, signal: this.pollController.signal });
+        polled = await consumer.poll({ maxWaitMs: SINK_POLL_WAIT_MS, maxBytes: this.sink.pollBytes ?? SINK_POLL_BYTES, signal: this.pollController.signal });
       } catch (err) {
         if (isSluiceError(err, 'LOG_CLOSED') && this.stopping) break;
         throw err;

@@ -151,6 +151,12 @@ const sinkSchema = {
       items: { type: 'string', pattern: TOPIC_NAME_PATTERN },
       description: 'The topics to read.',
     },
+    batch_max_bytes: {
+      ...sizeSchema,
+      default: '1MiB',
+      description:
+        'The most bytes of record keys and values one put receives, summed over partitions (a stored batch is never split, so one put may exceed it by a batch per partition). Database sinks write faster with larger batches; a crash repeats at most one put for sinks without exactly-once.',
+    },
     config: configSchema,
     transforms: transformsSchema,
     errors: errorsSchema,
