@@ -38,6 +38,12 @@ export interface NatsCluster {
   log(i: number): string;
 }
 
+/** Nodes still running; killed when the test process exits, so a crashed test leaves no server behind. */
+const ORPHANS = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of ORPHANS) child.kill('SIGKILL');
+});
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -117,6 +123,8 @@ export async function startNatsCluster(options: { size?: number; name?: string }
     const child = spawn(NATS_SERVER, ['-c', s.conf, '-l', s.logFile], { stdio: 'ignore' });
     child.on('error', () => undefined);
     processes[i] = child;
+    ORPHANS.add(child);
+    child.once('exit', () => ORPHANS.delete(child));
     await waitForPort(s.port, 15_000, () => alive(i));
   };
 
