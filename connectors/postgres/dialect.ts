@@ -17,6 +17,10 @@ const IDENTIFIERS: IdentifierRules = { engine: 'Postgres', maxLength: 63, measur
 
 /** At most this many parameters in one statement: the protocol's limit is 65535. */
 const MAX_PARAMS = 65535;
+/** The SQLSTATE of a unique violation. */
+const UNIQUE_VIOLATION = '23505';
+/** The most large upserts of a table that skip the COPY-only attempt after it failed. */
+const MAX_COPY_PENALTY = 64;
 /** Bytes of COPY data sent per COPY statement. */
 const COPY_CHUNK_BYTES = 16 << 20;
 
@@ -33,6 +37,8 @@ export class PgSession implements Session {
   readonly stages = new Map<string, string>();
   /** Stages used in the current transaction; their rows vanish at commit (ON COMMIT DELETE ROWS). */
   readonly stagesInUse = new Set<string>();
+  /** Keys of {@link stages} created in the current transaction: a rollback drops those tables again. */
+  readonly stagesCreated = new Set<string>();
 
   constructor(readonly client: pg.Client) {
     this.id = `pid ${(client as unknown as { processID?: number }).processID ?? '?'}`;
@@ -74,6 +80,8 @@ export class PostgresDialect implements SqlDialect<PgSession> {
   readonly identifiers = IDENTIFIERS;
   readonly #config: PostgresSinkConfig;
   readonly #schema: string;
+  /** Per table: how many large upserts still skip the COPY-only attempt, and the next pause after a failed one. */
+  readonly #optimism = new Map<string, { skip: number; penalty: number }>();
 
   constructor(config: PostgresSinkConfig) {
     this.#config = config;
@@ -219,14 +227,19 @@ export class PostgresDialect implements SqlDialect<PgSession> {
 
   async begin(session: PgSession): Promise<void> {
     session.stagesInUse.clear();
+    session.stagesCreated.clear();
     await session.client.query('BEGIN');
   }
 
   async commit(session: PgSession): Promise<void> {
     await session.client.query('COMMIT');
+    session.stagesCreated.clear();
   }
 
   async rollback(session: PgSession): Promise<void> {
+    // Before the statement: whatever it answers, the transaction is over for the server.
+    for (const key of session.stagesCreated) session.stages.delete(key);
+    session.stagesCreated.clear();
     await session.client.query('ROLLBACK');
   }
 
@@ -284,6 +297,7 @@ export class PostgresDialect implements SqlDialect<PgSession> {
       updates.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${updates.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
     }`;
     if (this.#useCopy(rows.length)) {
+      if (await this.#copyNewRows(session, table, columns, rows)) return;
       const stage = await this.#stage(session, table, columns, rows);
       const list = columns.map(quoteIdent).join(', ');
       await session.client.query(`INSERT INTO ${this.#table(table)} (${list}) SELECT ${list} FROM ${quoteIdent(stage)} ${conflict}`);
@@ -298,6 +312,40 @@ export class PostgresDialect implements SqlDialect<PgSession> {
       return;
     }
     await this.#insertValues(session, table, columns, rows, batchRows, '');
+  }
+
+  /**
+   * Tries the cheapest upsert there is: a COPY straight into the table, which only works when none
+   * of the keys exist yet (a snapshot, an append-mostly table). COPY writes rows in bulk, at about
+   * half the database's CPU of an INSERT ... ON CONFLICT. A key that exists makes it fail with a
+   * unique violation; the savepoint undoes it and the caller upserts as usual, so the outcome is
+   * the same either way. After such a failure the table is not tried again for a while, doubling
+   * each time, so a workload of updates pays little for it. Resolves true when the rows are in.
+   */
+  async #copyNewRows(session: PgSession, table: string, columns: readonly string[], rows: readonly Param[][]): Promise<boolean> {
+    const odds = this.#optimism.get(table) ?? { skip: 0, penalty: 0 };
+    if (odds.skip > 0) {
+      odds.skip--;
+      this.#optimism.set(table, odds);
+      return false;
+    }
+    // Encoded before the first await, so the batch's row objects die young instead of being
+    // carried through garbage collections while other partitions run.
+    const data = encodeChunks(rows);
+    const sql = `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`;
+    await session.client.query('SAVEPOINT sluice_copy');
+    try {
+      for (const chunk of data) await copyFrom(session.client, sql, chunk);
+    } catch (err) {
+      if (errorCode(err) !== UNIQUE_VIOLATION) throw err;
+      await session.client.query('ROLLBACK TO SAVEPOINT sluice_copy; RELEASE SAVEPOINT sluice_copy');
+      const penalty = Math.min(MAX_COPY_PENALTY, Math.max(1, odds.penalty * 2));
+      this.#optimism.set(table, { skip: penalty, penalty });
+      return false;
+    }
+    await session.client.query('RELEASE SAVEPOINT sluice_copy');
+    this.#optimism.set(table, { skip: 0, penalty: 0 });
+    return true;
   }
 
   #useCopy(rows: number): boolean {
@@ -325,6 +373,7 @@ export class PostgresDialect implements SqlDialect<PgSession> {
         `CREATE TEMP TABLE IF NOT EXISTS ${quoteIdent(stage)} ON COMMIT DELETE ROWS AS SELECT ${columns.map(quoteIdent).join(', ')} FROM ${this.#table(table)} WITH NO DATA`,
       );
       session.stages.set(key, stage);
+      session.stagesCreated.add(key);
     } else if (session.stagesInUse.has(stage)) {
       await session.client.query(`DELETE FROM ${quoteIdent(stage)}`);
     }
@@ -334,10 +383,15 @@ export class PostgresDialect implements SqlDialect<PgSession> {
   }
 
   async #copy(session: PgSession, sql: string, rows: readonly Param[][]): Promise<void> {
-    for (const chunk of chunks(rows, Number.MAX_SAFE_INTEGER, COPY_CHUNK_BYTES)) {
-      await copyFrom(session.client, sql, encodeCopyRows(chunk));
-    }
+    for (const chunk of chunks(rows, Number.MAX_SAFE_INTEGER, COPY_CHUNK_BYTES)) await copyFrom(session.client, sql, encodeCopyRows(chunk));
   }
+}
+
+/** `rows` as COPY data, in buffers of about {@link COPY_CHUNK_BYTES}. */
+function encodeChunks(rows: readonly Param[][]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const chunk of chunks(rows, Number.MAX_SAFE_INTEGER, COPY_CHUNK_BYTES)) out.push(encodeCopyRows(chunk));
+  return out;
 }
 
 /** `($1, $2), ($3, $4)` for `rows` rows of `width` parameters. */

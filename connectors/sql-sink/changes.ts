@@ -98,6 +98,8 @@ export class ChangeDecoder {
   readonly #mapping: ColumnMapping;
   readonly #keyColumns: readonly string[] | undefined;
   #lastKeyNames: readonly string[] | undefined;
+  #lastTopic: string | undefined;
+  #lastTable: string | undefined;
   /** Parsed column schemas by their JSON text: events of one table repeat the same schema. */
   readonly #schemas = new Map<string, ParsedSchema>();
 
@@ -134,6 +136,15 @@ export class ChangeDecoder {
     }
   }
 
+  /** The table of a record outside cdc mode, where only {topic} can vary: filled once per topic in a row. */
+  #topicTable(topic: string): string {
+    if (topic !== this.#lastTopic || this.#lastTable === undefined) {
+      this.#lastTable = this.#template.fill({ topic });
+      this.#lastTopic = topic;
+    }
+    return this.#lastTable;
+  }
+
   #parse(record: SinkRecord, what: 'key' | 'value', bytes: Buffer | string): unknown {
     try {
       return JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
@@ -146,12 +157,12 @@ export class ChangeDecoder {
     if (record.value === null) throw bad(record, 'insert mode cannot write a tombstone (null value)');
     const value = this.#parse(record, 'value', record.value);
     if (!isObject(value)) throw bad(record, `the value must be a JSON object (one row), got ${describe(value)}`);
-    const table = this.#template.fill({ topic: record.topic });
+    const table = this.#topicTable(record.topic);
     return { kind: 'insert', table, offset: record.offset, columns: undefined, row: this.#mapRow(record.topic, value, new Set()) };
   }
 
   #upsert(record: SinkRecord): UpsertChange | DeleteChange {
-    const table = this.#template.fill({ topic: record.topic });
+    const table = this.#topicTable(record.topic);
     const keyValue = record.key === null ? undefined : this.#parse(record, 'key', record.key);
     if (record.value === null) {
       // A tombstone deletes the row its key names.

@@ -262,12 +262,11 @@ function fillEntry(entry: Upsert, values: Row): void {
 /** Records the columns of `row` in `use.written`, with the first non-null value seen for each. */
 function note(use: TableUse, row: Row): void {
   for (const c in row) {
+    // Once a column has its sample, the one lookup is all: every later row of the table ends here.
+    if (use.written.get(c) !== undefined) continue;
     const v = row[c];
-    if (v !== null && v !== undefined && !(v instanceof TargetValue)) {
-      if (use.written.get(c) === undefined) use.written.set(c, v);
-    } else if (!use.written.has(c)) {
-      use.written.set(c, undefined);
-    }
+    if (v !== null && v !== undefined && !(v instanceof TargetValue)) use.written.set(c, v);
+    else if (!use.written.has(c)) use.written.set(c, undefined);
   }
 }
 

@@ -244,6 +244,9 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       return await fn(session);
     } catch (err) {
       broken = true;
+      // A stop destroys busy connections on purpose; whatever error the driver then reports ("write
+      // after end", a closed socket) is the stop, not a bad row, and the transaction rolled back.
+      if (this.#ctx?.signal.aborted) throw new RetriableError(`${this.#dialect.label} sink: stopped during ${what}`, { cause: err });
       throw this.#translate(err, what);
     } finally {
       this.#release(session, broken);
@@ -284,7 +287,7 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     const tp = { topic: first.topic, partition: first.partition };
     const k = offsetRowKey(tp.topic, tp.partition);
     const known = this.#offsets.get(k);
-    let pending = known === undefined ? records : records.filter((r) => r.offset >= known);
+    let pending = known === undefined || first.offset >= known ? records : records.filter((r) => r.offset >= known);
     if (pending.length < records.length) ctx.metrics.count('skipped_records_total', records.length - pending.length);
     if (pending.length === 0) return;
 
@@ -334,7 +337,8 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       if (pending.length > 0) {
         await this.#resolveMoves(ctx, session, batch);
         const kept = await this.#keep(session, batch);
-        for (const step of batch.steps()) {
+        const steps = batch.steps();
+        for (const step of steps) {
           table = step.table;
           await this.#execute(session, step);
         }
@@ -352,7 +356,7 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
         await this.#dialect.commit(session);
         this.#offsets.set(k, next);
         this.#kept.set(k, keptText === null ? undefined : keptDelete(keptText));
-        this.#count(ctx, batch);
+        this.#count(ctx, steps);
       } else {
         await this.#dialect.commit(session);
         this.#offsets.set(k, expected);
@@ -460,8 +464,8 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     }
   }
 
-  #count(ctx: SinkTaskContext, batch: Plan): void {
-    for (const step of batch.steps()) {
+  #count(ctx: SinkTaskContext, steps: readonly Step[]): void {
+    for (const step of steps) {
       if (step.kind === 'truncate') ctx.metrics.count('truncates_total');
       else ctx.metrics.count('rows_total', step.kind === 'delete' ? step.keys.length : step.rows.length, { op: step.kind });
     }
