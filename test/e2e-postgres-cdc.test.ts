@@ -263,6 +263,51 @@ describe('postgres-cdc end to end', () => {
     expect(bulkIds.size).toBe(20000);
   }, 180_000);
 
+  it('appends no streamed change twice across repeated SIGKILLs', async () => {
+    // Guarantee: with the runtime's source-offset marks and postgres-cdc's ordered stream offsets, changes that reached the log before a kill -9 are not appended again after the restart: every streamed change is in the topic exactly once.
+    const db = await freshDatabase('exactly');
+    await db.sql(LOAD_DDL('once_t'));
+    const dir = await tempDir('cdc-exactly');
+    const dataDir = path.join(dir, 'data');
+    const spec = cdcSpec(dir, 'exactly', { url: db.url, slot: 'exactly_slot', batch_size: 100, include_transaction_markers: true });
+    const args = ['run', spec, '--data-dir', dataDir, '--no-api', '--status-interval', '0'];
+    let run = start(args, { cwd: dir });
+    await run.waitForLog((l) => l.msg === 'streaming', 'streaming to start', 60_000);
+    let stopWriters!: () => void;
+    const writing = writeConcurrently(db, 'once_t', { sessions: 3, maxId: 3000, firstNewId: 1 }, new Promise<void>((r) => (stopWriters = r)));
+    const bulk = (async () => {
+      for (let i = 0; i < 20; i++) await db.sql(`INSERT INTO once_t SELECT g, 0, 'bulk' FROM generate_series(${100000 + i * 1000}, ${100000 + i * 1000 + 999}) g`);
+    })();
+    for (let round = 1; round <= 4; round++) {
+      const before = (await readTopic(dataDir, 'cdc.public.once_t')).length;
+      await waitFor(async () => (await readTopic(dataDir, 'cdc.public.once_t')).length >= before + 1500, { timeoutMs: 60_000, intervalMs: 50, what: `1500 more events (round ${round})` });
+      await run.kill('SIGKILL');
+      run = start(args, { cwd: dir });
+      await run.waitForLog((l) => l.msg === 'streaming', `streaming to resume (round ${round})`, 60_000);
+    }
+    await bulk;
+    stopWriters();
+    await writing;
+    await waitForMarker(run, dataDir, db);
+    expect((await run.stop()).code).toBe(0);
+    const records = await readTopic(dataDir, 'cdc.public.once_t');
+    expectSameState(finalState(records), await tableState(db, 'once_t'));
+    // A change is its transaction, its WAL position, its operation and its key.
+    const seen = new Map<string, number>();
+    for (const r of records) {
+      const v = r.value as unknown as { op: string; source: { txid: number; lsn: string } };
+      const id = JSON.stringify([v.source.txid, v.source.lsn, v.op, r.key]);
+      seen.set(id, (seen.get(id) ?? 0) + 1);
+    }
+    const twice = [...seen].filter(([, n]) => n > 1);
+    expect({ duplicates: twice.length, examples: twice.slice(0, 3) }).toEqual({ duplicates: 0, examples: [] });
+    // The transaction markers, one topic of their own, are never repeated either.
+    const markers = await readTopic(dataDir, 'cdc.__sluice.transactions');
+    const markerIds = markers.map((r) => JSON.stringify([(r.value as unknown as { status: string }).status, r.key]));
+    expect(markerIds.length).toBeGreaterThan(0);
+    expect(new Set(markerIds).size).toBe(markerIds.length);
+  }, 240_000);
+
   it('runs pipelines/postgres-cdc.yaml, and recovers an invalidated slot with sluice cdc reset', async () => {
     // Guarantee: the shipped pipeline runs as documented, an invalidated slot fails the source with the reset command in its message, and that command brings it back with a new snapshot.
     const db = await freshDatabase('pipeline');

@@ -1,12 +1,15 @@
 /**
  * The pure parts of postgres-cdc: LSNs, the pgoutput decoder on hand-built messages (including the
- * TupleData kinds a test server rarely sends, 'u' and 'b'), and the text-to-JSON mapping's edge
- * cases. Everything that needs a server is in postgres-cdc.test.ts.
+ * TupleData kinds a test server rarely sends, 'u' and 'b'), the text-to-JSON mapping's edge cases,
+ * and the byte path of streamed events against the string path. Everything that needs a server is
+ * in the other test files.
  */
 import { describe, expect, it } from 'vitest';
+import { ByteWriter } from './bytes.ts';
+import { TableShape, streamSource, streamSourceRest } from './events.ts';
 import { formatLsn, parseLsn } from './lsn.ts';
-import { UNCHANGED_TOAST, decodeKeepalive, decodePgOutput, encodeStandbyStatus, pgTimeToIso } from './pgoutput.ts';
-import { byteaBase64, parseArrayText, timeIso, timestampIso, toJson } from './types.ts';
+import { RawText, UNCHANGED_TOAST, decodeKeepalive, decodePgOutput, encodeStandbyStatus, pgTimeToIso, type TupleValue } from './pgoutput.ts';
+import { type PgType, byteaBase64, parseArrayText, timeIso, timestampIso, toJson } from './types.ts';
 
 function cstring(s: string): Buffer {
   return Buffer.concat([Buffer.from(s, 'utf8'), Buffer.from([0])]);
@@ -125,5 +128,65 @@ describe('type mapping edge cases', () => {
     ]);
     const intArray = { oid: 1007, kind: 'array' as const, element: { oid: 23, kind: 'int' as const }, delimiter: ',' };
     expect(toJson(intArray, '{{1,2},{NULL,4}}')).toBe('[[1,2],[null,4]]');
+  });
+});
+
+describe('events written as bytes', () => {
+  it('writes streamed events byte for byte as the JSON text of the same values', () => {
+    // Guarantee: the byte path for streamed changes (values copied from the message) produces exactly the envelope and key the string path documents, for every kind of value, escapes and non-ASCII names included.
+    const types: Array<[string, PgType, string | null | typeof UNCHANGED_TOAST]> = [
+      ['id', { oid: 23, kind: 'int' }, '42'],
+      ['big', { oid: 20, kind: 'int8' }, '-9223372036854775808'],
+      ['small8', { oid: 20, kind: 'int8' }, '-123456789012345'],
+      ['amount', { oid: 1700, kind: 'numeric' }, '12.50'],
+      ['ok', { oid: 16, kind: 'bool' }, 't'],
+      ['no', { oid: 16, kind: 'bool' }, 'f'],
+      ['f', { oid: 701, kind: 'float' }, '1e+100'],
+      ['nan', { oid: 701, kind: 'float' }, 'NaN'],
+      ['ninf', { oid: 701, kind: 'float' }, '-Infinity'],
+      ['neg', { oid: 701, kind: 'float' }, '-1.5'],
+      ['plain', { oid: 25, kind: 'string' }, 'héllo wörld ✓'],
+      ['escaped', { oid: 25, kind: 'string' }, 'a "quote" \\ back\nline\ttab\u0001'],
+      ['doc', { oid: 3802, kind: 'json' }, '{"a": [1, 2.50], "big": 12345678901234567890}'],
+      ['at', { oid: 1184, kind: 'timestamptz' }, '2024-02-29 13:14:15.123456+05:30'],
+      ['utc', { oid: 1184, kind: 'timestamptz' }, '2024-02-29 13:14:15.123456+00'],
+      ['utc_short', { oid: 1184, kind: 'timestamptz' }, '2024-02-29 13:14:15.5+00'],
+      ['local', { oid: 1114, kind: 'timestamp' }, '2024-02-29 13:14:15.000001'],
+      ['inf', { oid: 1114, kind: 'timestamp' }, 'infinity'],
+      ['blob', { oid: 17, kind: 'bytea' }, '\\x00ff10'],
+      ['tags', { oid: 1009, kind: 'array', element: { oid: 25, kind: 'string' }, delimiter: ',' }, '{"a b",NULL,c}'],
+      ['toast', { oid: 25, kind: 'string' }, UNCHANGED_TOAST],
+      ['nothing', { oid: 25, kind: 'string' }, null],
+    ];
+    const columns = types.map(([name, type], i) => ({ name: i === 1 ? 'grö"ße' : name, type, typeName: 'x', nullable: true, pkPosition: i < 2 ? i + 1 : 0, identity: i < 2 }));
+    const shape = new TableShape('públic', 'tàble', columns, { database: 'shop', prefix: 'cdc', schemaHeader: true });
+    // The values as a pgoutput message carries them: text bytes inside a larger buffer.
+    const message = Buffer.from(`xx${types.map(([, , v]) => (typeof v === 'string' ? v : '')).join('')}`);
+    let at = 2;
+    const raw: TupleValue[] = types.map(([, , v]) => {
+      if (typeof v !== 'string') return v;
+      const value = new RawText(message, at, at + Buffer.byteLength(v));
+      at = value.end;
+      return value;
+    });
+    const text: TupleValue[] = types.map(([, , v]) => v);
+    const source = streamSource('0/16B3748', 7, '2024-01-01T00:00:00.000000Z');
+    const rest = streamSourceRest(7, '2024-01-01T00:00:00.000000Z');
+    const extra = ',"transaction":{"id":7,"total_order":3}';
+    // A small writer chunk would hide nothing: fill one so that values cross into a new chunk.
+    const w = new ByteWriter();
+    for (let i = 0; i < 20_000; i++) {
+      const before = i % 3 === 0 ? raw : null;
+      const bytes = shape.envelopeBytes(w, 'u', before, i % 2 === 0 ? null : shape.keyIndexes, raw, '0/16B3748', rest, i % 5 === 0 ? '' : extra);
+      const key = shape.keyBytes(w, raw)!;
+      const beforeText = before === null ? 'null' : i % 2 === 0 ? shape.row(text) : shape.partial(text, shape.keyIndexes);
+      const expected = shape.envelope('u', beforeText, shape.row(text), source, i % 5 === 0 ? '' : extra);
+      // ts_ms is the clock: compare everything before it, and that it is a number.
+      const cut = expected.lastIndexOf(',"ts_ms":');
+      expect(bytes.toString('utf8', 0, Buffer.byteLength(expected.slice(0, cut)))).toBe(expected.slice(0, cut));
+      expect(bytes.toString().slice(cut)).toMatch(/^,"ts_ms":\d+}$/);
+      expect(key.equals(shape.key(text)!)).toBe(true);
+      if (i === 0) expect(JSON.parse(bytes.toString())).toMatchObject({ op: 'u', after: { escaped: 'a "quote" \\ back\nline\ttab\u0001', 'grö"ße': '-9223372036854775808' } });
+    }
   });
 });

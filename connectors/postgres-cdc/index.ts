@@ -9,10 +9,10 @@ import { defineSource } from '../../core/connector.ts';
 import { dropSlot } from './catalog.ts';
 import { closeClient, clientConfig, connectClient, describeTarget, wrapError } from './connection.ts';
 import { postgresCdcSchema, type PostgresCdcConfig } from './schema.ts';
-import { PostgresCdcTask } from './task.ts';
+import { PostgresCdcTask, compareStreamOffsets } from './task.ts';
 
 export { postgresCdcSchema, type PostgresCdcConfig } from './schema.ts';
-export { HEARTBEAT_PREFIX, PostgresCdcTask, partitionOf, resetCommand } from './task.ts';
+export { HEARTBEAT_PREFIX, PostgresCdcTask, compareStreamOffsets, partitionOf, resetCommand } from './task.ts';
 export { SCHEMA_HEADER } from './events.ts';
 export { UNCHANGED_TOAST_MARKER } from './types.ts';
 export { clientConfig } from './connection.ts';
@@ -110,5 +110,11 @@ export const postgresCdc = defineSource({
       await closeClient(client);
     }
   },
+  /**
+   * Streamed changes are ordered by (commit LSN, ordinal in the transaction); snapshot rows and
+   * anything else are not ordered (null), so a restart appends them again rather than risk dropping
+   * one. See compareStreamOffsets in task.ts for why the runtime's requirements hold.
+   */
+  compareOffsets: compareStreamOffsets,
   createTask: (config: PostgresCdcConfig) => new PostgresCdcTask(config),
 });

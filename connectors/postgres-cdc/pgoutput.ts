@@ -19,10 +19,32 @@ export const PG_EPOCH_MICROS = 946_684_800_000_000n;
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged TOAST value');
 
 /**
- * One column of a TupleData: null ('n'), unchanged TOAST ('u'), the value's text output ('t'), or
- * its binary send output ('b', only with the `binary` option, which sluice does not request).
+ * A text-format column value left in the bytes of its message, for the streaming hot path: most
+ * values go into an event as they are (numbers, plain strings), so decoding them into a JS string
+ * and encoding that string again would be wasted work. `buf` must not be reused by its owner.
  */
-export type TupleValue = string | null | typeof UNCHANGED_TOAST | Buffer;
+export class RawText {
+  constructor(
+    readonly buf: Buffer,
+    readonly start: number,
+    readonly end: number,
+  ) {}
+
+  text(): string {
+    return this.buf.toString('utf8', this.start, this.end);
+  }
+
+  equals(other: RawText): boolean {
+    return this.buf.compare(other.buf, other.start, other.end, this.start, this.end) === 0;
+  }
+}
+
+/**
+ * One column of a TupleData: null ('n'), unchanged TOAST ('u'), the value's text output ('t': a
+ * string, or a {@link RawText} when decoded with `rawText`), or its binary send output ('b', only
+ * with the `binary` option, which sluice does not request).
+ */
+export type TupleValue = string | null | typeof UNCHANGED_TOAST | Buffer | RawText;
 
 export interface RelationColumn {
   /** Bit 1: the column is part of the replica identity (the key). */
@@ -135,6 +157,7 @@ class Reader {
   constructor(
     readonly buf: Buffer,
     offset: number,
+    private readonly rawText: boolean,
   ) {
     this.offset = offset;
   }
@@ -216,7 +239,7 @@ class Reader {
           // 't'
           const len = this.i32();
           this.need(len);
-          values[i] = buf.toString('utf8', this.offset, this.offset + len);
+          values[i] = this.rawText ? new RawText(buf, this.offset, this.offset + len) : buf.toString('utf8', this.offset, this.offset + len);
           this.offset += len;
           break;
         }
@@ -235,11 +258,12 @@ class Reader {
 }
 
 /**
- * Decodes one pgoutput message: `buf` from `offset` to its end. Throws {@link ProtocolError} for
- * an unknown tag or truncated bytes.
+ * Decodes one pgoutput message: `buf` from `offset` to its end. With `rawText`, text column values
+ * are {@link RawText} views of `buf` instead of strings, so `buf` must stay unchanged while the
+ * message is in use. Throws {@link ProtocolError} for an unknown tag or truncated bytes.
  */
-export function decodePgOutput(buf: Buffer, offset = 0): PgOutputMessage {
-  const r = new Reader(buf, offset);
+export function decodePgOutput(buf: Buffer, offset = 0, rawText = false): PgOutputMessage {
+  const r = new Reader(buf, offset, rawText);
   const tag = r.u8();
   switch (tag) {
     case 0x42: // 'B'

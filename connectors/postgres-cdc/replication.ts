@@ -79,10 +79,14 @@ export class ReplicationConnection {
 
   /**
    * Creates a logical slot with pgoutput. With `exportSnapshot`, the connection holds the exported
-   * snapshot until its next command: keep it idle while the snapshot is read elsewhere.
+   * snapshot until its next command: keep it idle while the snapshot is read elsewhere. A
+   * `temporary` slot is dropped when this connection closes; it serves only to obtain a snapshot
+   * that matches an LSN exactly.
    */
-  async createSlot(slot: string, exportSnapshot: boolean): Promise<CreatedSlot> {
-    const result = await this.client.query(`CREATE_REPLICATION_SLOT ${ident(slot)} LOGICAL pgoutput ${exportSnapshot ? 'EXPORT_SNAPSHOT' : 'NOEXPORT_SNAPSHOT'}`);
+  async createSlot(slot: string, exportSnapshot: boolean, temporary = false): Promise<CreatedSlot> {
+    const result = await this.client.query(
+      `CREATE_REPLICATION_SLOT ${ident(slot)}${temporary ? ' TEMPORARY' : ''} LOGICAL pgoutput ${exportSnapshot ? 'EXPORT_SNAPSHOT' : 'NOEXPORT_SNAPSHOT'}`,
+    );
     const row = result.rows[0] as { consistent_point: string; snapshot_name: string | null };
     return { consistentPoint: parseLsn(row.consistent_point), snapshotName: row.snapshot_name ?? null };
   }

@@ -73,8 +73,8 @@ export const postgresCdcSchema = {
       default: 'initial',
       description:
         'initial: on first start, copy every captured table (events with op r) in a snapshot consistent with the slot, then stream changes from the slot\'s ' +
-        'consistent point, with no gap. never: stream only, from where the slot is (created now when missing). initial_only: copy the tables, then stop; no ' +
-        'slot is kept and nothing is streamed.',
+        'consistent point, with no gap; a table that joins the publication later is copied too, consistently with the stream, once noticed. never: stream ' +
+        'only, from where the slot is (created now when missing), and never copy. initial_only: copy the tables, then stop; no slot is kept and nothing is streamed.',
     },
     snapshot_chunk_size: {
       type: 'integer',
@@ -111,7 +111,9 @@ export const postgresCdcSchema = {
     slot_check_interval: {
       ...durationSchema,
       default: '10s',
-      description: 'How often the slot\'s retained WAL and state (pg_replication_slots) are read, for the metrics, the lag warning and an invalidated slot.',
+      description:
+        'How often the slot\'s retained WAL and state (pg_replication_slots) are read, for the metrics, the lag warning and an invalidated slot; and, with ' +
+        'snapshot initial, how often the publication is checked for tables that joined it and need a copy.',
     },
     include_transaction_markers: {
       type: 'boolean',

@@ -6,11 +6,16 @@
  * - snapshot: `{ system, phase: 'snapshot', lsn, done, table, after, rows }`: the slot's consistent
  *   point, the tables copied completely, the table being copied and the primary key of its last
  *   row read, and the rows copied in all;
- * - stream: `{ system, phase: 'stream', lsn, seq }`: the commit LSN of the record's transaction
- *   and the record's position in it (the ordinal of its pgoutput change message). Postgres decodes
- *   the same WAL into the same messages every time, so (lsn, seq) names one change across
- *   reconnects and restarts; a restart skips every change at or below the stored one, even inside a
- *   transaction that was only partly durable.
+ * - stream: `{ system, phase: 'stream', lsn, seq, copied }`: the commit LSN of the record's
+ *   transaction and the record's position in it (the ordinal of its pgoutput change message).
+ *   Postgres decodes the same WAL into the same messages every time, so (lsn, seq) names one change
+ *   across reconnects and restarts; a restart skips every change at or below the stored one, even
+ *   inside a transaction that was only partly durable. `copied` (snapshot: initial only) lists the
+ *   relation ids of the tables whose rows were copied;
+ * - stream_snapshot: `{ system, phase: 'stream_snapshot', lsn, seq, copied, table, oid, after, rows }`:
+ *   a row of a table that joined the publication after the snapshot, copied while streaming: the
+ *   last change streamed before it, and the table's copy up to this row (`table` null once done).
+ *   See "Tables added later" in EVENTS.md.
  * `system` is the cluster's system identifier: offsets of one cluster mean nothing on another.
  *
  * Acknowledging. Postgres is told (standby status update: written = flushed = applied) the end LSN
@@ -29,6 +34,7 @@
  * resumed tables may show a newer value before older changes of the same row. Tables without a
  * primary key restart their copy from the first row.
  */
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import {
   SluiceError,
@@ -53,8 +59,9 @@ import {
   tablesWithoutIdentity,
   type SlotState,
 } from './catalog.ts';
+import { ByteWriter } from './bytes.ts';
 import { clientConfig, closeClient, connectClient, describeTarget, wrapError } from './connection.ts';
-import { MARKER_SCHEMA, MARKER_TABLE, TableShape, markerRecord, record, snapshotSource, streamSource } from './events.ts';
+import { MARKER_SCHEMA, MARKER_TABLE, TableShape, markerRecord, record, snapshotSource, streamSourceRest } from './events.ts';
 import { formatLsn, maxLsn, parseLsn } from './lsn.ts';
 import {
   KEEPALIVE,
@@ -126,8 +133,46 @@ const ORIGIN: Position = { phase: 0, lsn: 0n, seq: 0 };
 /** A stored offset's position, or null when it is not one of ours. */
 function positionOf(offset: SourceOffset): Position | null {
   if (offset.phase === 'snapshot' && typeof offset.rows === 'number') return { phase: 0, lsn: 0n, seq: offset.rows };
-  if (offset.phase === 'stream' && typeof offset.lsn === 'string' && typeof offset.seq === 'number') return { phase: 1, lsn: parseLsn(offset.lsn), seq: offset.seq };
+  if ((offset.phase === 'stream' || offset.phase === 'stream_snapshot') && typeof offset.lsn === 'string' && typeof offset.seq === 'number') {
+    return { phase: 1, lsn: parseLsn(offset.lsn), seq: offset.seq };
+  }
   return null;
+}
+
+/**
+ * Orders two offsets of one slot, for the runtime's restart de-duplication
+ * ({@link SourceConnector.compareOffsets}): streamed changes by (commit LSN, ordinal of the change
+ * in its transaction). Null for anything else: snapshot rows (numbered by a read that differs
+ * between runs), rows of a table copied while streaming, offsets of another cluster, and offsets
+ * that are not this connector's. Pure; never throws.
+ *
+ * Why streamed offsets meet the three requirements:
+ * - Postgres sends transactions whole, in commit order, and the ordinal counts every change
+ *   message pgoutput sends (whatever `tables` keeps), so offsets never decrease in poll order;
+ *   transaction markers take ordinal 0 (BEGIN) and the one after the last change (END).
+ * - The records sharing an offset come from one pgoutput message (the delete and insert of a key
+ *   change, one truncate of several tables), and `poll` handles each message whole.
+ * - The slot decodes the same WAL into the same messages each time, so a re-streamed change gets
+ *   the same (LSN, ordinal), and its key comes from the same tuple.
+ */
+export function compareStreamOffsets(a: SourceOffset, b: SourceOffset): number | null {
+  if (a.phase !== 'stream' || b.phase !== 'stream' || a.system !== b.system) return null;
+  if (typeof a.seq !== 'number' || typeof b.seq !== 'number' || typeof a.lsn !== 'string' || typeof b.lsn !== 'string') return null;
+  if (a.lsn !== b.lsn) {
+    const x = lsnOrNull(a.lsn);
+    const y = lsnOrNull(b.lsn);
+    if (x === null || y === null) return null;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return a.seq - b.seq;
+}
+
+function lsnOrNull(text: string): bigint | null {
+  try {
+    return parseLsn(text);
+  } catch {
+    return null;
+  }
 }
 
 /** A decoded message waiting for `poll`, or a keepalive. */
@@ -139,11 +184,42 @@ interface Transaction {
   readonly xid: number;
   readonly commitTs: string;
   readonly commitMs: number;
+  /** The end of its events' `source`, after the LSN. */
+  readonly sourceRest: Buffer;
   /** Ordinal of the last change message. */
   seq: number;
   /** Events written for it, and per table, for the END marker. */
   events: number;
   readonly tables: Map<string, number>;
+}
+
+/** The prefix of the message written after a table copy's consistent point, so an idle stream reaches it. */
+export const COPY_PREFIX = 'sluice.copy';
+
+/**
+ * A table that joined the publication after the snapshot, copied while streaming: the stream runs
+ * up to the copy's consistent point, waits while the table is read in a snapshot taken exactly
+ * there, then goes on (EVENTS.md, "Tables added later").
+ */
+interface AddedCopy {
+  readonly ref: TableRef;
+  /** Where an earlier attempt or run stopped: the last key read and the rows copied. */
+  resume: { after: string[] | null; rows: number } | null;
+  /**
+   * preparing: getting the snapshot (a temporary slot's exported snapshot, which matches its
+   * consistent point exactly); ready: the stream still runs up to the consistent point; copying:
+   * the stream waits at the consistent point while chunks are read.
+   */
+  state: 'preparing' | 'ready' | 'copying';
+  /** Transactions that commit at or after this LSN wait for the copy. While preparing, a lower bound of the consistent point. */
+  gate: bigint;
+  consistentPoint: string | null;
+  preparing: Promise<void> | null;
+  failure: unknown;
+  client: pg.Client | null;
+  copy: TableCopy | null;
+  cancelled: boolean;
+  lastProgressAt: number;
 }
 
 interface SnapshotState {
@@ -192,6 +268,8 @@ export class PostgresCdcTask implements SourceTask {
   private paused = false;
   private wake: (() => void) | null = null;
   private readonly relations = new Map<number, { signature: string; shape: TableShape | null; identity: number[] }>();
+  /** Where streamed events' keys and values are written. */
+  private readonly bytes = new ByteWriter();
   private tx: Transaction | null = null;
   private totalOrder = 0;
   /** Stream changes at or below this were emitted before (a restart or reconnect): skipped. */
@@ -202,6 +280,14 @@ export class PostgresCdcTask implements SourceTask {
   /** The LSN reported to Postgres as flushed: never more than what is durable. */
   private acked = 0n;
   private fatal: SluiceError | null = null;
+
+  // Tables that joined the publication after the snapshot (snapshot: initial only)
+  /** Relation ids of the captured tables whose rows were copied; null while unknown or when nothing is copied while streaming. */
+  private copied: Set<number> | null = null;
+  /** `copied` sorted, as stream offsets carry it: replaced (never changed) when `copied` changes, so offsets share it. */
+  private copiedList: number[] = [];
+  private pendingCopies: Array<{ ref: TableRef; resume: AddedCopy['resume'] }> = [];
+  private added: AddedCopy | null = null;
 
   private timers: NodeJS.Timeout[] = [];
   private heartbeatRunning = false;
@@ -260,7 +346,8 @@ export class PostgresCdcTask implements SourceTask {
       }
       const publication = await ensurePublication(meta, this.publication, this.filter);
       if (publication.created) ctx.logger.info({ publication: this.publication, tables: publication.tables.length > 0 ? publication.tables : 'all' }, 'created publication');
-      const unidentified = await tablesWithoutIdentity(meta, await publicationTables(meta, this.publication, this.filter));
+      const captured = await publicationTables(meta, this.publication, this.filter);
+      const unidentified = await tablesWithoutIdentity(meta, captured);
       if (unidentified.length > 0) {
         ctx.logger.warn(
           { tables: unidentified, publication: this.publication },
@@ -271,7 +358,7 @@ export class PostgresCdcTask implements SourceTask {
       if (slot) this.checkSlotUsable(slot, database);
       const lost = slot?.walStatus === 'lost';
 
-      if (stored?.phase === 'stream') {
+      if (stored?.phase === 'stream' || stored?.phase === 'stream_snapshot') {
         if (!slot) throw this.needsReset(`replication slot ${this.config.slot} does not exist, but the stored offset says streaming reached ${String(stored.lsn)}: the changes since are gone`);
         if (lost) throw this.lostSlot();
         const position = positionOf(stored)!;
@@ -281,6 +368,7 @@ export class PostgresCdcTask implements SourceTask {
         this.durable = this.lastEmitted = position;
         this.acked = slot.confirmedFlush ?? 0n;
         ctx.logger.info({ slot: this.config.slot, lsn: String(stored.lsn), seq: stored.seq, confirmed: formatLsn(this.acked) }, 'resuming streaming');
+        if (mode === 'initial') this.planCopies(stored, captured);
       } else if (stored?.phase === 'snapshot' && slot && !lost && typeof stored.lsn === 'string') {
         await this.resumeSnapshot(stored, parseLsn(stored.lsn));
         this.acked = slot.confirmedFlush ?? 0n;
@@ -372,6 +460,10 @@ export class PostgresCdcTask implements SourceTask {
     this.ackPoints = [];
     this.acked = 0n;
     this.fatal = null;
+    this.copied = null;
+    this.copiedList = [];
+    this.pendingCopies = [];
+    this.added = null;
   }
 
   private async startInitialOnly(stored: SourceOffset | undefined): Promise<void> {
@@ -543,12 +635,211 @@ export class PostgresCdcTask implements SourceTask {
     }
     this.phase = 'stream';
     this.startLsn = snap.lsn;
+    if (this.config.snapshot === 'initial') this.setCopied(snap.tables.map((t) => t.oid));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Tables added later
+
+  private setCopied(oids: Iterable<number>): void {
+    this.copied = new Set(oids);
+    this.copiedList = [...this.copied].sort((a, b) => a - b);
+  }
+
+  /**
+   * On a restart while streaming: the tables copied are those the offset lists and still in the
+   * publication (a table that leaves and joins again is copied again); the others are copied now,
+   * the one a crash interrupted first, after its last stored key.
+   */
+  private planCopies(stored: SourceOffset, captured: readonly TableRef[]): void {
+    const logger = this.ctx!.logger;
+    if (!Array.isArray(stored.copied)) {
+      // Offsets from before tables were tracked: what is in the publication now was streamed all along.
+      this.setCopied(captured.map((t) => t.oid));
+      logger.info({ tables: captured.length }, 'the stored offset lists no copied tables: every table in the publication now counts as copied');
+      return;
+    }
+    const known = new Set(stored.copied.filter((v): v is number => typeof v === 'number'));
+    this.setCopied(captured.filter((t) => known.has(t.oid)).map((t) => t.oid));
+    const interrupted = stored.phase === 'stream_snapshot' && typeof stored.oid === 'number' ? stored.oid : null;
+    const missing = captured.filter((t) => !known.has(t.oid)).sort((a, b) => Number(b.oid === interrupted) - Number(a.oid === interrupted));
+    for (const ref of missing) {
+      const resume = ref.oid === interrupted ? { after: Array.isArray(stored.after) ? stored.after.map(String) : null, rows: typeof stored.rows === 'number' ? stored.rows : 0 } : null;
+      this.pendingCopies.push({ ref, resume });
+      logger.info({ table: ref.id, resumed_after: resume?.after ?? null }, resume ? `resuming the copy of ${ref.id} after a restart` : `${ref.id} joined the publication after the snapshot: copying it`);
+    }
+    this.startNextCopy();
+  }
+
+  /** Queues the copy of a captured table whose rows were never copied. */
+  private scheduleCopy(ref: TableRef, why: string): void {
+    if (!this.copied || this.copied.has(ref.oid) || this.added?.ref.oid === ref.oid || this.pendingCopies.some((p) => p.ref.oid === ref.oid)) return;
+    this.pendingCopies.push({ ref, resume: null });
+    this.ctx!.logger.info({ table: ref.id, why }, `${ref.id} joined the publication after the snapshot: copying it`);
+    this.startNextCopy();
+  }
+
+  private startNextCopy(): void {
+    if (this.added) return;
+    const next = this.pendingCopies.shift();
+    if (!next) return;
+    const added: AddedCopy = {
+      ref: next.ref,
+      resume: next.resume,
+      state: 'preparing',
+      gate: 0n,
+      consistentPoint: null,
+      preparing: null,
+      failure: null,
+      client: null,
+      copy: null,
+      cancelled: false,
+      lastProgressAt: Date.now(),
+    };
+    this.added = added;
+    this.prepareCopy(added);
+  }
+
+  /**
+   * Gets a snapshot that matches an LSN exactly: a temporary slot's exported snapshot, imported
+   * into a REPEATABLE READ transaction (the slot goes with its connection once the snapshot is
+   * imported). Runs in the background while the stream goes on up to the current WAL position,
+   * which the consistent point cannot precede. A failure is thrown by the next poll.
+   */
+  private prepareCopy(added: AddedCopy): void {
+    added.state = 'preparing';
+    added.gate = 0n;
+    added.failure = null;
+    added.preparing = (async () => {
+      let repl: ReplicationConnection | null = null;
+      let client: pg.Client | null = null;
+      try {
+        const meta = await this.metaClient();
+        const now = await meta.query<{ lsn: string }>('SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn');
+        added.gate = parseLsn(now.rows[0]!.lsn);
+        repl = await ReplicationConnection.connect(this.pgConfig);
+        const created = await repl.createSlot(`sluice_copy_${randomBytes(8).toString('hex')}`, true, true);
+        client = await this.connectSnapshotClient(created.snapshotName);
+        await repl.close();
+        repl = null;
+        const copy = await openTable(client, added.ref, this.types, this.shapeOptions, added.resume);
+        if (added.cancelled) return;
+        if (copy.columns.length === 0) {
+          this.abandonCopy(added, 'it no longer exists');
+          return;
+        }
+        added.client = client;
+        client = null;
+        added.copy = copy;
+        added.consistentPoint = formatLsn(created.consistentPoint);
+        added.gate = created.consistentPoint;
+        added.state = 'ready';
+        this.ctx!.logger.info(
+          { table: added.ref.id, consistent_point: added.consistentPoint, total: copy.total, resumed_after: copy.after },
+          `copy of ${added.ref.id} ready: streaming continues up to ${added.consistentPoint}, then the table is read`,
+        );
+        await meta.query('SELECT pg_catalog.pg_logical_emit_message(true, $1::text, $2::text)', [COPY_PREFIX, added.ref.id]).catch((err: unknown) => {
+          this.warnEvery('copy-message', { err }, `writing the copy message failed (the next change or heartbeat starts the copy): ${(err as Error).message}`);
+        });
+      } catch (err) {
+        if (!added.cancelled) added.failure = err;
+      } finally {
+        await repl?.close();
+        await closeClient(client);
+        added.preparing = null;
+        this.wake?.();
+      }
+    })();
+  }
+
+  /** Gives up a copy that cannot be done (the table was dropped): the stream goes on, and the next table's copy starts. */
+  private abandonCopy(added: AddedCopy, why: string): void {
+    this.ctx!.logger.warn({ table: added.ref.id }, `not copying ${added.ref.id}: ${why}`);
+    void closeClient(added.client);
+    added.client = null;
+    if (this.added === added) this.added = null;
+    this.startNextCopy();
+  }
+
+  /** Reads the next chunk of a table added later, while the stream waits at the copy's consistent point. */
+  private async pollCopy(added: AddedCopy): Promise<SourceRecord[]> {
+    const copy = added.copy!;
+    const client = added.client!;
+    const id = added.ref.id;
+    const logger = this.ctx!.logger;
+    let rows: Array<Array<string | null>>;
+    try {
+      rows = await readChunk(client, copy, this.config.snapshot_chunk_size);
+    } catch (err) {
+      added.client = null;
+      void closeClient(client, 100);
+      if ((err as { code?: string }).code === '42P01') {
+        this.abandonCopy(added, 'it was dropped');
+        return [];
+      }
+      // The snapshot ended with its connection: the rest is read in a new one, at a new consistent
+      // point, after the last key read (tables without a primary key start over).
+      added.resume = copy.shape.pkIndexes.length > 0 ? { after: copy.after, rows: copy.rows } : null;
+      added.copy = null;
+      added.state = 'preparing';
+      added.gate = 0n;
+      throw wrapError(err, `copying ${id}, a table that joined the publication after the snapshot`);
+    }
+    // The offset resumes streaming after the last change emitted, and the copy after the last key.
+    const at = this.lastEmitted.phase === 1 ? this.lastEmitted : null;
+    const lsn = at ? formatLsn(at.lsn) : '0/0';
+    const seq = at ? at.seq : 0;
+    const shape = copy.shape;
+    const pk = shape.pkIndexes;
+    const source = snapshotSource(added.consistentPoint);
+    const records: SourceRecord[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      copy.rows++;
+      const after = pk.length > 0 ? pk.map((k) => row[k] as string) : null;
+      const offset = { system: this.system, phase: 'stream_snapshot', lsn, seq, copied: this.copiedList, table: id, oid: added.ref.oid, after, rows: copy.rows };
+      records[i] = record(this.partition, offset, shape, shape.key(row), shape.envelope('r', 'null', shape.row(row), source, ''), undefined);
+    }
+    if (rows.length > 0) {
+      if (pk.length > 0) copy.after = pk.map((k) => rows[rows.length - 1]![k] as string);
+      this.ctx!.metrics.count('snapshot_rows', rows.length, { table: id });
+    }
+    if (rows.length < this.config.snapshot_chunk_size) {
+      await client.query('COMMIT').catch(() => undefined);
+      await closeClient(client);
+      added.client = null;
+      this.setCopied([...this.copied!, added.ref.oid]);
+      if (records.length > 0) {
+        const last = records[records.length - 1]!;
+        last.sourceOffset = { ...last.sourceOffset, copied: this.copiedList, table: null, oid: null, after: null };
+      }
+      logger.info({ table: id, rows: copy.rows, total: copy.total, consistent_point: added.consistentPoint }, `snapshot of ${id} complete`);
+      this.added = null;
+      this.startNextCopy();
+    } else if (Date.now() - added.lastProgressAt >= PROGRESS_INTERVAL_MS) {
+      added.lastProgressAt = Date.now();
+      logger.info(
+        { table: id, rows: copy.rows, total: copy.total, percent: copy.total > 0 ? Math.min(100, Math.round((copy.rows * 100) / copy.total)) : null },
+        `snapshot of ${id}: ${copy.rows} of ~${copy.total} rows`,
+      );
+    }
+    return records;
   }
 
   // -------------------------------------------------------------------------------------------
   // Streaming
 
   private async pollStream(signal: AbortSignal): Promise<SourceRecord[]> {
+    const added = this.added;
+    if (added) {
+      if (added.failure !== null) {
+        const failure = added.failure;
+        added.failure = null;
+        throw wrapError(failure, `preparing the copy of ${added.ref.id}, a table that joined the publication after the snapshot`);
+      }
+      if (added.state === 'preparing' && !added.preparing) this.prepareCopy(added);
+      if (added.state === 'copying') return this.pollCopy(added);
+    }
     if (this.head >= this.queue.length) {
       if (this.streamFailure) {
         const failure = this.streamFailure;
@@ -563,8 +854,17 @@ export class PostgresCdcTask implements SourceTask {
     }
     const records: SourceRecord[] = [];
     const batch = this.config.batch_size;
+    let held = false;
     while (this.head < this.queue.length && records.length < batch) {
       const item = this.queue[this.head]!;
+      // Read each time: a Relation message in this very poll may have scheduled a copy.
+      const copying = this.added;
+      if (copying && 'msg' in item && item.msg.tag === 'begin' && item.msg.finalLsn >= copying.gate) {
+        // This transaction may not be in the copy's snapshot: it streams after the copied rows.
+        if (copying.state === 'ready') copying.state = 'copying';
+        held = true;
+        break;
+      }
       if (!('msg' in item)) {
         this.consume(item);
         this.idleAcknowledge(item.walEnd);
@@ -597,6 +897,11 @@ export class PostgresCdcTask implements SourceTask {
       this.repl?.resume();
     }
     this.acknowledge();
+    const holding = this.added;
+    if (held && holding && records.length === 0) {
+      if (holding.state === 'copying') return this.pollCopy(holding);
+      await abortableWait(holding.preparing, IDLE_POLL_MS, signal);
+    }
     return records;
   }
 
@@ -665,7 +970,11 @@ export class PostgresCdcTask implements SourceTask {
     if (kind === XLOG_DATA) {
       let msg: PgOutputMessage;
       try {
-        msg = decodePgOutput(chunk, XLOG_DATA_HEADER);
+        // Row changes keep their values as views of the message (RawText), so the message needs
+        // bytes of its own: `chunk` is only valid during this call.
+        const tag = chunk[XLOG_DATA_HEADER];
+        const row = tag === 0x49 || tag === 0x55 || tag === 0x44;
+        msg = row ? decodePgOutput(ownCopy(chunk), XLOG_DATA_HEADER, true) : decodePgOutput(chunk, XLOG_DATA_HEADER);
       } catch (err) {
         this.fatal = new SluiceError('CONNECTOR_FAILED', `undecodable pgoutput message: ${(err as Error).message}`, { cause: err });
         this.wake?.();
@@ -691,12 +1000,14 @@ export class PostgresCdcTask implements SourceTask {
   private onMessage(msg: PgOutputMessage, walStart: string, records: SourceRecord[]): void {
     switch (msg.tag) {
       case 'begin': {
+        const commitTs = pgTimeToIso(msg.commitTime);
         this.tx = {
           finalLsn: msg.finalLsn,
           lsnText: formatLsn(msg.finalLsn),
           xid: msg.xid,
-          commitTs: pgTimeToIso(msg.commitTime),
+          commitTs,
           commitMs: pgTimeToMs(msg.commitTime),
+          sourceRest: streamSourceRest(msg.xid, commitTs),
           seq: 0,
           events: 0,
           tables: new Map(),
@@ -766,7 +1077,8 @@ export class PostgresCdcTask implements SourceTask {
   }
 
   private streamOffset(seq: number): SourceOffset {
-    return { system: this.system, phase: 'stream', lsn: this.tx!.lsnText, seq };
+    if (this.copied === null) return { system: this.system, phase: 'stream', lsn: this.tx!.lsnText, seq };
+    return { system: this.system, phase: 'stream', lsn: this.tx!.lsnText, seq, copied: this.copiedList };
   }
 
   private markerVars(): Readonly<Record<string, string>> {
@@ -783,12 +1095,11 @@ export class PostgresCdcTask implements SourceTask {
       if (msg.prefix === HEARTBEAT_PREFIX) this.ctx!.metrics.count('heartbeats_received');
       return;
     }
-    const source = streamSource(walStart, tx.xid, tx.commitTs);
     const offset = this.streamOffset(tx.seq);
     if (msg.tag === 'truncate') {
       for (const id of msg.relationIds) {
         const shape = this.relations.get(id)?.shape;
-        if (shape) this.push(records, tx, offset, source, shape, 't', null, 'null', 'null');
+        if (shape) this.push(records, tx, offset, walStart, shape, 't', null, null, null, null);
       }
       return;
     }
@@ -796,38 +1107,50 @@ export class PostgresCdcTask implements SourceTask {
     if (!relation) throw new ProtocolError(`pgoutput ${msg.tag} for relation ${msg.relationId} before its Relation message`);
     const shape = relation.shape;
     if (!shape) return;
+    const w = this.bytes;
     if (msg.tag === 'insert') {
-      this.push(records, tx, offset, source, shape, 'c', shape.key(msg.newTuple), 'null', shape.row(msg.newTuple));
+      this.push(records, tx, offset, walStart, shape, 'c', shape.keyBytes(w, msg.newTuple), null, null, msg.newTuple);
       return;
     }
     if (msg.tag === 'update') {
       const old = msg.oldTuple ?? msg.keyTuple;
       let next = msg.newTuple;
       if (msg.oldTuple) next = fillUnchanged(next, msg.oldTuple);
-      const before = msg.oldTuple ? shape.row(msg.oldTuple) : msg.keyTuple ? shape.partial(msg.keyTuple, relation.identity) : 'null';
+      // The old row under FULL; under DEFAULT only the identity columns, sent when the key changed.
+      const before = msg.oldTuple ?? msg.keyTuple;
+      const beforeIndexes = msg.oldTuple ? null : relation.identity;
       if (old && shape.keyIndexes.length > 0 && keyKnown(old, shape.keyIndexes) && !shape.sameKey(old, next)) {
         // A new key: the old key's row is gone and the new key's row is new.
-        this.push(records, tx, offset, source, shape, 'd', shape.key(old), before, 'null');
-        this.push(records, tx, offset, source, shape, 'c', shape.key(next), 'null', shape.row(next));
+        this.push(records, tx, offset, walStart, shape, 'd', shape.keyBytes(w, old), before, beforeIndexes, null);
+        this.push(records, tx, offset, walStart, shape, 'c', shape.keyBytes(w, next), null, null, next);
         return;
       }
-      this.push(records, tx, offset, source, shape, 'u', shape.key(next), before, shape.row(next));
+      this.push(records, tx, offset, walStart, shape, 'u', shape.keyBytes(w, next), before, beforeIndexes, next);
       return;
     }
     const old = msg.oldTuple ?? msg.keyTuple!;
-    const before = msg.oldTuple ? shape.row(msg.oldTuple) : shape.partial(old, relation.identity);
-    this.push(records, tx, offset, source, shape, 'd', shape.key(old), before, 'null');
+    this.push(records, tx, offset, walStart, shape, 'd', shape.keyBytes(w, old), old, msg.oldTuple ? null : relation.identity, null);
   }
 
-  private push(records: SourceRecord[], tx: Transaction, offset: SourceOffset, source: string, shape: TableShape, op: string, key: Buffer | null, before: string, after: string): void {
+  private push(
+    records: SourceRecord[],
+    tx: Transaction,
+    offset: SourceOffset,
+    lsn: string,
+    shape: TableShape,
+    op: 'c' | 'u' | 'd' | 't',
+    key: Buffer | null,
+    before: readonly TupleValue[] | null,
+    beforeIndexes: readonly number[] | null,
+    after: readonly TupleValue[] | null,
+  ): void {
     tx.events++;
+    let extra = '';
     if (this.config.include_transaction_markers) {
       tx.tables.set(shape.id, (tx.tables.get(shape.id) ?? 0) + 1);
-      const extra = `,"transaction":{"id":${tx.xid},"total_order":${++this.totalOrder}}`;
-      records.push(record(this.partition, offset, shape, key, shape.envelope(op, before, after, source, extra), tx.commitMs));
-    } else {
-      records.push(record(this.partition, offset, shape, key, shape.envelope(op, before, after, source, ''), tx.commitMs));
+      extra = `,"transaction":{"id":${tx.xid},"total_order":${++this.totalOrder}}`;
     }
+    records.push(record(this.partition, offset, shape, key, shape.envelopeBytes(this.bytes, op, before, beforeIndexes, after, lsn, tx.sourceRest, extra), tx.commitMs));
   }
 
   /** A Relation message: the table's shape for the changes that follow (first use, and after every schema change). */
@@ -857,6 +1180,9 @@ export class PostgresCdcTask implements SourceTask {
     );
     if (known?.shape) this.ctx!.logger.info({ table: shape.id, columns: msg.columns.map((c) => c.name) }, `schema of ${shape.id} changed`);
     this.relations.set(msg.relationId, { signature, shape, identity });
+    if (this.copied && !this.copied.has(msg.relationId)) {
+      this.scheduleCopy({ oid: msg.relationId, schema: msg.schema, table: msg.name, id: shape.id }, 'its first change arrived in the stream');
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -920,7 +1246,11 @@ export class PostgresCdcTask implements SourceTask {
     if (this.slotCheckRunning || this.phase === 'done') return;
     this.slotCheckRunning = true;
     try {
-      const slot = await slotState(await this.metaClient(), this.config.slot);
+      const meta = await this.metaClient();
+      if (this.copied && this.phase === 'stream') {
+        for (const table of await publicationTables(meta, this.publication, this.filter)) this.scheduleCopy(table, 'found in the publication');
+      }
+      const slot = await slotState(meta, this.config.slot);
       if (!slot) return;
       const metrics = this.ctx!.metrics;
       if (slot.retainedBytes !== null) metrics.gauge('retained_wal_bytes', slot.retainedBytes);
@@ -998,6 +1328,12 @@ export class PostgresCdcTask implements SourceTask {
     this.timers = [];
     const repl = this.repl;
     this.repl = null;
+    const added = this.added;
+    if (added) {
+      added.cancelled = true;
+      await closeClient(added.client);
+      added.client = null;
+    }
     const snapshot = this.snapshot?.client;
     const meta = this.meta;
     this.meta = null;
@@ -1005,9 +1341,25 @@ export class PostgresCdcTask implements SourceTask {
   }
 }
 
+let lastLsnHigh = -1;
+let lastLsnHighText = '';
+
 /** The LSN at `offset` of a buffer (two big-endian 32-bit halves) as Postgres prints it, without a BigInt. */
 function lsnTextAt(buf: Buffer, offset: number): string {
-  return `${buf.readUInt32BE(offset).toString(16).toUpperCase()}/${buf.readUInt32BE(offset + 4).toString(16).toUpperCase()}`;
+  // The high half changes every 4 GiB of WAL: its text is made once, not per message.
+  const high = buf.readUInt32BE(offset);
+  if (high !== lastLsnHigh) {
+    lastLsnHigh = high;
+    lastLsnHighText = `${high.toString(16).toUpperCase()}/`;
+  }
+  return lastLsnHighText + buf.readUInt32BE(offset + 4).toString(16).toUpperCase();
+}
+
+/** A copy of `chunk` (Buffer.from(buffer) copies byte by byte in JS; this is one native copy, pooled when small). */
+function ownCopy(chunk: Buffer): Buffer {
+  const copy = Buffer.allocUnsafe(chunk.length);
+  chunk.copy(copy);
+  return copy;
 }
 
 /** Under REPLICA IDENTITY FULL the old row is complete: it supplies the unchanged TOAST values of the new one. */
@@ -1019,6 +1371,24 @@ function fillUnchanged(next: TupleValue[], old: readonly TupleValue[]): TupleVal
 /** Whether a key tuple carries every key column (a DEFAULT identity key tuple has only the identity's). */
 function keyKnown(tuple: readonly TupleValue[], indexes: readonly number[]): boolean {
   return indexes.every((i) => tuple[i] !== null && tuple[i] !== UNCHANGED_TOAST && tuple[i] !== undefined);
+}
+
+/** Resolves when `promise` settles, after `ms`, or when `signal` aborts, whichever is first. */
+async function abortableWait(promise: Promise<void> | null, ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([promise ?? limit, limit]);
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort!);
+  }
 }
 
 function stringArray(value: unknown): string[] {

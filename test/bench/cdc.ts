@@ -5,7 +5,9 @@
 //   mix (6:3:1) on a table of ~200-byte rows in transactions of 1000 changes, drained by sluice
 //   (a real Runtime on a real embedded log, fsync always) into the topic, against pg_recvlogical
 //   draining the same backlog (its own slot, same publication, pgoutput protocol 1) to /dev/null.
-//   Both slots exist before the backlog is written, so both decode exactly the same WAL.
+//   Both slots exist before the backlog is written, so both decode exactly the same WAL. The line
+//   also gives the CPU time the sluice process used while draining (all threads: the log's fsyncs
+//   too), which moves less than the rate when other work competes for the two cores.
 // - cdc-latency-5k: with sluice streaming, 50-row inserts every 10 ms (5,000 changes/s) for
 //   --duration seconds (at least 10); latency is from sending each committing statement to the
 //   record being readable in the log, per record.
@@ -105,10 +107,13 @@ export async function run(ctx: BenchContext): Promise<void> {
     const { problems, specs } = validateSpecTexts([{ file: 'bench-cdc.yaml', text: spec }], { registry });
     if (problems.length > 0) throw new Error(problems.map(formatProblem).join('\n'));
     const drainStart = nowNs();
+    const cpuStart = process.cpuUsage();
     if (process.env['BENCH_CDC_MARK']) ctx.progress(`drain-start-us ${drainStart / 1000n}`);
     runtime = await Runtime.start(specs, { log, registry, logger: quietLogger(ctx), statusIntervalMs: 0 });
     const total = await waitForRecords(log, changes, 30_000);
     const sluiceSeconds = secondsSince(drainStart);
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
     if (process.env['BENCH_CDC_MARK']) ctx.progress(`drain-end-us ${nowNs() / 1000n}`);
     const sluiceRate = rate(total, sluiceSeconds);
     const recvRate = rate(changes, recvSeconds);
@@ -120,6 +125,8 @@ export async function run(ctx: BenchContext): Promise<void> {
         fsync: process.env['BENCH_CDC_FSYNC'] ?? 'always',
         events_per_s: round(sluiceRate),
         seconds: round(sluiceSeconds, 2),
+        cpu_seconds: round(cpuSeconds, 2),
+        cpu_us_per_event: round((cpuSeconds * 1e6) / total, 2),
         baseline: 'pg_recvlogical --plugin=pgoutput proto_version=1 to /dev/null',
         baseline_events_per_s: round(recvRate),
         baseline_seconds: round(recvSeconds, 2),
