@@ -108,7 +108,9 @@ export interface SourceRecord {
   /**
    * Values for the placeholders of the entry's topic template, e.g. `{ schema: 'public', table:
    * 'orders' }` for `cdc.{schema}.{table}`. Every placeholder of the template must be given; the
-   * runtime sends a record that leaves one unfilled to the error handling as a bad record.
+   * runtime sends a record that leaves one unfilled to the error handling as a bad record. Records
+   * of one table may share one object, which the runtime fills in once; never change an object
+   * after a poll returned it.
    */
   topicVars?: Readonly<Record<string, string>>;
   /**

@@ -128,6 +128,16 @@ describe('SourceMarks', () => {
     expect(restarted.isDuplicate(SP_KEY, { n: 0 }, 't1', restarted.routeOf('t1', r))).toBe(true);
   });
 
+  it('ignores marks whose offsets cannot be ordered at all, so the filter still ends', async () => {
+    const first = await marksFor();
+    await first.partitionsOf('t1');
+    const records: ProducerRecord[] = [{ key: null, value: Buffer.from('s'), headers: {} }];
+    first.stamp('t1', records, [{ key: SP_KEY, partition: SP, offset: { snapshot: 1 } }]);
+    await log.append('t1', records);
+    const restarted = await marksFor();
+    expect(restarted.filtering).toBe(false);
+  });
+
   it('copies a shared headers object before marking one record', async () => {
     const marks = await marksFor();
     await marks.partitionsOf('t1');

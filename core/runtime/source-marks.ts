@@ -101,6 +101,9 @@ export class SourceMarks {
   }
 
   private note(sourceKey: string, logPartition: string, offset: SourceOffset): void {
+    // An offset the source cannot order even against itself (a snapshot row's) can never prove a
+    // record durable; keeping it would only keep the filter running.
+    if (this.compare(offset, offset) === null) return;
     let marks = this.active.get(sourceKey);
     if (!marks) {
       this.active.set(sourceKey, { max: offset, byLogPartition: new Map([[logPartition, offset]]) });
@@ -108,8 +111,10 @@ export class SourceMarks {
     }
     // Later marks in a partition are at least as high; a later record overrides.
     marks.byLogPartition.set(logPartition, offset);
+    // Of two offsets that cannot be ordered against each other, the one read later wins: a lower
+    // highest mark only ends the filter sooner, which appends again rather than drops.
     const order = this.compare(offset, marks.max);
-    if (order !== null && order > 0) marks.max = offset;
+    if (order === null || order > 0) marks.max = offset;
   }
 
   /** Whether any mark can still drop a record: the runner skips all filtering once none can. */

@@ -384,6 +384,9 @@ export class SourceRunner extends TaskRunner {
     // Sources usually reuse one partition object for a whole batch; its key is computed once.
     let lastPartition: SourcePartition | null = null;
     let lastKey = '';
+    // Likewise one topicVars object per table: its topic is filled in once.
+    let lastVars: SourceRecord['topicVars'] | null = null;
+    let lastTopic = '';
     for (const r of records) {
       if (r.sourcePartition !== lastPartition) {
         lastPartition = r.sourcePartition;
@@ -393,7 +396,15 @@ export class SourceRunner extends TaskRunner {
       const headers: Headers = r.headers ?? {};
       let topic: string;
       try {
-        topic = r.topic ?? fillTopicTemplate(template ?? '', r.topicVars);
+        if (r.topic !== undefined) {
+          topic = r.topic;
+        } else if (r.topicVars !== undefined && r.topicVars === lastVars) {
+          topic = lastTopic;
+        } else {
+          topic = fillTopicTemplate(template ?? '', r.topicVars);
+          lastVars = r.topicVars ?? null;
+          lastTopic = topic;
+        }
       } catch (err) {
         this.badRecord({ key: r.key ?? null, value: r.value, headers, timestamp: r.timestamp ?? Date.now(), error: err as Error, stage: 'route', topic: template ?? '', partition: null, offset: null }, dead);
         continue;
