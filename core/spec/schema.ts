@@ -155,7 +155,7 @@ const sinkSchema = {
       ...sizeSchema,
       default: '1MiB',
       description:
-        'The most bytes of record keys and values one put receives, summed over partitions (a stored batch is never split, so one put may exceed it by a batch per partition). Database sinks write faster with larger batches; a crash repeats at most one put for sinks without exactly-once.',
+        'The most bytes of record keys and values one put receives, summed over partitions (a stored batch is never split, so one put may exceed it by a batch per partition). A crash repeats at most one put for sinks without exactly-once.',
     },
     config: configSchema,
     transforms: transformsSchema,
