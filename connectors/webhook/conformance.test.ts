@@ -20,11 +20,14 @@ const PACE_MS = 10;
 class Sender {
   private readonly todo: number[] = Array.from({ length: TOTAL }, (_, i) => i);
   private running = 0;
+  /** Until then an unreachable server is retried: a run's listener may open just after `feed`. */
+  private retryUntil = 0;
 
   constructor(readonly port: number) {}
 
-  /** Starts the loops that are not running; each parks when the server is unreachable. */
+  /** Starts the loops that are not running; each parks when the server stays unreachable. */
   resume(): void {
+    this.retryUntil = Date.now() + 3000;
     while (this.running < LOOPS) {
       this.running++;
       void this.loop();
@@ -37,8 +40,12 @@ class Sender {
         const ids = this.todo.splice(0, EVENTS_PER_REQUEST);
         const status = await this.post(ids);
         if (status === null) {
-          // The server is gone (stopped between runs): hold the events for the next run.
           this.todo.push(...ids);
+          if (Date.now() < this.retryUntil) {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            continue;
+          }
+          // The server is gone (stopped between runs): hold the events for the next run.
           return;
         }
         if (status < 200 || status >= 300) this.todo.push(...ids);

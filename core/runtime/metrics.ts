@@ -55,17 +55,27 @@ export class RuntimeMetrics {
       series.set(name, metric);
     }
     const base = { pipeline: labels.pipeline, connector: labels.connector, task: String(labels.task) };
-    const get = (name: string, type: MetricSpec['type']): Counter<string> | Gauge<string> | Histogram<string> => {
-      const metric = series.get(name);
-      if (!metric || declared?.[name]?.type !== type) {
-        throw new SluiceError('INVALID_ARGUMENT', `connector ${connectorType} reports ${type} ${JSON.stringify(name)}, which its definition does not declare`, { context: { connector: connectorType, metric: name } });
+    // prom-client validates and hashes the label set on every call; tasks report per request or per
+    // record, so each label set's child series is looked up once and reused.
+    const children = new Map<string, { inc(v: number): void; set(v: number): void; observe(v: number): void }>();
+    const child = (name: string, type: MetricSpec['type'], extra: MetricLabels | undefined) => {
+      let key = name;
+      for (const label of declared?.[name]?.labels ?? []) key += `\u0000${extra?.[label] ?? ''}`;
+      let found = children.get(key);
+      if (!found) {
+        const metric = series.get(name);
+        if (!metric || declared?.[name]?.type !== type) {
+          throw new SluiceError('INVALID_ARGUMENT', `connector ${connectorType} reports ${type} ${JSON.stringify(name)}, which its definition does not declare`, { context: { connector: connectorType, metric: name } });
+        }
+        found = (metric as Counter<string> & Gauge<string> & Histogram<string>).labels({ ...base, ...extra }) as never;
+        children.set(key, found!);
       }
-      return metric;
+      return found!;
     };
     return {
-      count: (name: string, value = 1, extra?: MetricLabels) => (get(name, 'counter') as Counter<string>).inc({ ...base, ...extra }, value),
-      gauge: (name: string, value: number, extra?: MetricLabels) => (get(name, 'gauge') as Gauge<string>).set({ ...base, ...extra }, value),
-      observe: (name: string, value: number, extra?: MetricLabels) => (get(name, 'histogram') as Histogram<string>).observe({ ...base, ...extra }, value),
+      count: (name: string, value = 1, extra?: MetricLabels) => child(name, 'counter', extra).inc(value),
+      gauge: (name: string, value: number, extra?: MetricLabels) => child(name, 'gauge', extra).set(value),
+      observe: (name: string, value: number, extra?: MetricLabels) => child(name, 'histogram', extra).observe(value),
     };
   }
 }
