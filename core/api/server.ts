@@ -14,10 +14,16 @@
  * | `PUT /connectors/NAME/pause`, `/resume` | 202, empty                                                   |
  * | `POST /connectors/NAME/restart`         | 204 once restarted (202 with the status for `includeTasks`/`onlyFailed`) |
  * | `GET /connectors/NAME/offsets`          | `{ offsets: [{ partition, offset }] }` plus the group and lag for sinks |
+ * | `GET /cluster`                          | the worker group: its workers, and every task's owner and state (404 without `--cluster`) |
  * | `GET /health`                           | 200 `{ status: 'healthy' }` or 503 `{ status: 'unhealthy', reasons }` |
  * | `GET /metrics`                          | Prometheus text exposition                                   |
  *
  * Errors answer `{ error_code, message }`, as Kafka Connect's do. Every GET route answers HEAD too.
+ *
+ * In a worker group every worker answers for the whole group: a connector's status lists all its
+ * tasks with the worker running each (`worker_id`) and the state that worker last reported (at
+ * most one lease renewal old). Pause, resume and restart act on the tasks running on the worker
+ * that receives them.
  *
  * Security:
  * - with a token, every route but `GET /health` requires `Authorization: Bearer <token>`. Health is
@@ -41,6 +47,7 @@ import type { Logger } from '../connector.ts';
 import { isSluiceError, SluiceError } from '../errors.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import type { TaskStatus } from '../runtime/task-runner.ts';
+import type { GroupSnapshot, GroupTaskView } from '../cluster/worker-group.ts';
 
 /** The part of the {@link Runtime} the API drives; the real `Runtime` satisfies it. */
 export interface AdminRuntime extends Pick<Runtime, 'names' | 'status' | 'config' | 'pause' | 'resume' | 'restart' | 'offsetsOf' | 'health' | 'collect'> {
@@ -58,6 +65,15 @@ export interface AdminApiOptions {
   logger: Logger;
   /** Removes secret texts from a string; applied to every string the API sends. Default: none. */
   scrub?: (text: string) => string;
+  /** The worker group this worker belongs to (`sluice run --cluster`); the API then shows the whole group. */
+  cluster?: AdminCluster;
+}
+
+/** The part of a worker group the API reads; `WorkerGroup` satisfies it. */
+export interface AdminCluster {
+  readonly workerId: string;
+  /** The group as last read, this worker's own tasks current. Called on every request that shows tasks. */
+  snapshot(): GroupSnapshot;
 }
 
 export interface AdminApi {
@@ -116,8 +132,9 @@ export async function startAdminApi(runtime: AdminRuntime, options: AdminApiOpti
     token: options.token,
     scrub: options.scrub ?? ((text) => text),
     logger,
-    workerId: `${os.hostname()}:${bound}`,
+    workerId: options.cluster?.workerId ?? `${os.hostname()}:${bound}`,
     checkHost: loopback && options.token === undefined,
+    cluster: options.cluster,
   });
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => void handler.handle(req, res));
   server.on('error', (err) => logger.error({ err }, 'admin API server error'));
@@ -200,7 +217,11 @@ interface HandlerOptions {
   workerId: string;
   /** Refuse Host headers that are not loopback names (DNS rebinding); set when bound to loopback without a token. */
   checkHost: boolean;
+  cluster: AdminCluster | undefined;
 }
+
+/** A task as the API shows it: local ones from the runtime, the group's others from their leases. */
+type ShownTask = { local: TaskStatus; remote?: undefined } | { local?: undefined; remote: GroupTaskView };
 
 class ApiHandler {
   private readonly routes: Route[];
@@ -233,6 +254,12 @@ class ApiHandler {
       }),
       r('/connectors/:name/restart', { POST: async ({ params, query }) => this.restart(params['name']!, query) }),
       r('/connectors/:name/offsets', { GET: async ({ params }) => ({ status: 200, body: await this.offsets(params['name']!) }) }),
+      r('/cluster', {
+        GET: async () => {
+          if (!this.options.cluster) throw new HttpError(404, 'this worker is not part of a worker group; start it with sluice run --cluster NAME');
+          return { status: 200, body: this.options.cluster.snapshot() };
+        },
+      }),
       r(
         '/health',
         {
@@ -350,22 +377,55 @@ class ApiHandler {
 
   private info(name: string): unknown {
     const status = this.runtime.status(name);
-    return { name, config: this.runtime.config(name), tasks: status.tasks.map((t) => ({ connector: name, task: t.id })), type: status.type };
+    return { name, config: this.runtime.config(name), tasks: this.tasksOf(name, status.tasks).map((t) => ({ connector: name, task: t.local?.id ?? t.remote!.task })), type: status.type };
+  }
+
+  /**
+   * The tasks to show for a connector: the runtime's, or in a worker group every task of the
+   * connector, each from the runtime when it runs here and from its lease otherwise.
+   */
+  private tasksOf(name: string, local: TaskStatus[]): ShownTask[] {
+    const group = this.options.cluster?.snapshot().tasks.filter((t) => t.connector === name) ?? [];
+    if (group.length === 0) return local.map((t) => ({ local: t }));
+    const here = new Map(local.map((t) => [t.id, t]));
+    return group.map((t) => {
+      const mine = here.get(t.task);
+      return mine ? { local: mine } : { remote: t };
+    });
   }
 
   private connectorStatus(name: string): unknown {
     const s = this.runtime.status(name);
-    const sum = (pick: (t: TaskStatus) => number): number => s.tasks.reduce((n, t) => n + pick(t), 0);
+    const tasks = this.tasksOf(name, s.tasks);
+    const sum = (pick: (t: TaskStatus) => number, remote: (t: GroupTaskView) => number): number => tasks.reduce((n, t) => n + (t.local ? pick(t.local) : remote(t.remote!)), 0);
+    const states = tasks.map((t) => t.local?.state ?? t.remote!.state);
+    // In a group the connector's state is the group's: a worker running none of its tasks would
+    // otherwise call a connector UNASSIGNED that runs fine elsewhere.
+    let state: string = s.state;
+    if (tasks.some((t) => t.remote) && s.state !== 'FAILED' && s.state !== 'PAUSED') {
+      state = states.includes('FAILED') ? 'FAILED' : states.every((x) => x === 'RUNNING') ? 'RUNNING' : 'UNASSIGNED';
+    }
     return {
       name: s.name,
-      connector: { state: s.state, worker_id: this.options.workerId, ...failureFields(s.error) },
-      tasks: s.tasks.map((t) => this.task(t)),
+      connector: { state, worker_id: this.options.workerId, ...failureFields(s.error) },
+      tasks: tasks.map((t) => (t.local ? this.task(t.local) : this.remoteTask(t.remote!))),
       type: s.type,
       pipeline: s.pipeline,
       connector_type: s.connector,
-      records_in: sum((t) => t.recordsIn),
-      records_out: sum((t) => t.recordsOut),
-      dlq_records: sum((t) => t.deadLetters),
+      records_in: sum((t) => t.recordsIn, (t) => t.records_in),
+      records_out: sum((t) => t.recordsOut, (t) => t.records_out),
+      dlq_records: sum((t) => t.deadLetters, () => 0),
+    };
+  }
+
+  private remoteTask(t: GroupTaskView): unknown {
+    return {
+      id: t.task,
+      state: t.state,
+      worker_id: t.worker_id,
+      ...(t.error !== undefined ? { message: t.error } : {}),
+      records_in: t.records_in,
+      records_out: t.records_out,
     };
   }
 
@@ -383,9 +443,9 @@ class ApiHandler {
   }
 
   private taskStatus(name: string, id: string): unknown {
-    const task = /^\d+$/.test(id) ? this.runtime.status(name).tasks.find((t) => t.id === Number(id)) : undefined;
+    const task = /^\d+$/.test(id) ? this.tasksOf(name, this.runtime.status(name).tasks).find((t) => (t.local?.id ?? t.remote!.task) === Number(id)) : undefined;
     if (!task) throw new HttpError(404, `Task ${name}-${id} not found`);
-    return this.task(task);
+    return task.local ? this.task(task.local) : this.remoteTask(task.remote!);
   }
 
   /**

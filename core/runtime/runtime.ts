@@ -58,6 +58,12 @@ export interface RuntimeOptions {
   shutdownTimeoutMs?: number;
   /** A running connector whose tasks showed no activity for this long is unhealthy. Default 60 s. */
   staleAfterMs?: number;
+  /**
+   * Connectors whose tasks a worker group places (`sluice run --cluster`): the runtime prepares
+   * them as usual (transforms, health check, task configs) but runs a task only between
+   * {@link Runtime.startTask} and {@link Runtime.stopTask}. Default: none, every task runs here.
+   */
+  leased?: (connector: { name: string; pipeline: string; kind: 'source' | 'sink'; connector: string }) => boolean;
 }
 
 type Runner = SourceRunner | SinkRunner;
@@ -75,6 +81,12 @@ interface Connector {
   /** A failure before any task ran: bad task configs, a failed health check, a transform that does not build. */
   failure: Error | null;
   starting: Promise<void> | null;
+  /** Its tasks run only when a worker group asks (see {@link RuntimeOptions.leased}). */
+  leased: boolean;
+  /** Creates the runner of one task, once the connector started; for tasks placed later. */
+  build?: (task: number) => Runner;
+  /** Leased connectors: the tasks the group placed here, started again after a restart. */
+  placed: Set<number>;
 }
 
 /** `errors:` of a spec entry in runtime terms. */
@@ -100,7 +112,7 @@ export class Runtime {
     private readonly registry: ConnectorRegistry,
     private readonly logger: Logger,
     private readonly offsets: SourceOffsetStore,
-    private readonly options: Required<Pick<RuntimeOptions, 'statusIntervalMs' | 'shutdownTimeoutMs' | 'staleAfterMs'>>,
+    private readonly options: Required<Pick<RuntimeOptions, 'statusIntervalMs' | 'shutdownTimeoutMs' | 'staleAfterMs'>> & Pick<RuntimeOptions, 'leased'>,
   ) {}
 
   /**
@@ -123,6 +135,7 @@ export class Runtime {
       statusIntervalMs: options.statusIntervalMs ?? 10_000,
       shutdownTimeoutMs: options.shutdownTimeoutMs ?? 10_000,
       staleAfterMs: options.staleAfterMs ?? 60_000,
+      leased: options.leased,
     });
     for (const loaded of specs) {
       for (const topic of loaded.spec.topics) {
@@ -148,7 +161,9 @@ export class Runtime {
   private add(loaded: LoadedSpec, entry: SourceSpec | SinkSpec, kind: 'source' | 'sink', entryIndex: number): void {
     const definition = kind === 'source' ? this.registry.sources.get(entry.connector) : this.registry.sinks.get(entry.connector);
     if (!definition) throw new SluiceError('SPEC_INVALID', `unknown ${kind} connector ${entry.connector}`, { context: { connector: entry.name } });
-    this.connectors.set(entry.name, { name: entry.name, pipeline: loaded.spec.name, kind, definition, entry, loaded, entryIndex, runners: [], paused: false, failure: null, starting: null });
+    const everyWorker = kind === 'source' && (definition as AnySourceConnector).everyWorker === true;
+    const leased = !everyWorker && (this.options.leased?.({ name: entry.name, pipeline: loaded.spec.name, kind, connector: entry.connector }) ?? false);
+    this.connectors.set(entry.name, { name: entry.name, pipeline: loaded.spec.name, kind, definition, entry, loaded, entryIndex, runners: [], paused: false, failure: null, starting: null, leased, placed: new Set() });
   }
 
   /**
@@ -191,7 +206,8 @@ export class Runtime {
         }
         const taskConfigs = c.definition.taskConfigs ? c.definition.taskConfigs(config, c.entry.tasks) : [config];
         if (this.stopped) return;
-        c.runners = taskConfigs.map((taskConfig, task) => this.createRunner(c, taskConfig, task, transforms, errors));
+        c.runners = taskConfigs.flatMap((taskConfig, task) => (!c.leased || c.placed.has(task) ? [this.createRunner(c, taskConfig, task, transforms, errors)] : []));
+        c.build = (task) => this.createRunner(c, taskConfigs[task], task, transforms, errors);
         for (const runner of c.runners) {
           runner.start();
           if (c.paused) runner.pause();
@@ -281,8 +297,11 @@ export class Runtime {
   async restart(name: string): Promise<void> {
     const c = this.get(name);
     await c.starting;
-    await Promise.all(c.runners.map((r) => r.stop(this.options.shutdownTimeoutMs)));
+    const stopping = Promise.all(c.runners.map((r) => r.stop(this.options.shutdownTimeoutMs))).then(() => undefined);
     c.runners = [];
+    // A task a worker group places meanwhile waits for the relaunch (see startTask).
+    c.starting = stopping;
+    await stopping;
     this.launch(c);
     await c.starting;
   }
@@ -304,8 +323,10 @@ export class Runtime {
   /** Healthy when every connector is RUNNING and every task showed activity recently. */
   health(now = Date.now()): HealthReport {
     const reasons: string[] = [];
-    for (const name of this.connectors.keys()) {
+    for (const [name, c] of this.connectors) {
       const s = this.status(name);
+      // A worker of a group runs only its share of the leased tasks, possibly none of a connector.
+      if (c.leased && !c.failure && s.state === 'UNASSIGNED' && s.tasks.length === 0) continue;
       if (s.state !== 'RUNNING') {
         reasons.push(`${name} is ${s.state}${s.error ? `: ${s.error.message}` : ''}${s.tasks.find((t) => t.error) ? `: ${s.tasks.find((t) => t.error)!.error!.message}` : ''}`);
         continue;
@@ -390,6 +411,72 @@ export class Runtime {
   /** Waits until a connector is no longer starting (health check and task creation done). */
   async started(name: string): Promise<void> {
     await this.get(name).starting;
+  }
+
+  /** Whether a worker group places the connector's tasks (see {@link RuntimeOptions.leased}). */
+  isLeased(name: string): boolean {
+    return this.get(name).leased;
+  }
+
+  /**
+   * How many tasks the connector splits into: the same on every worker started with the same spec,
+   * since task configs depend on the config alone. A connector whose split fails counts one task,
+   * so one worker holds it and shows the failure.
+   */
+  taskCount(name: string): number {
+    const c = this.get(name);
+    if (!c.definition.taskConfigs) return 1;
+    try {
+      return Math.max(1, c.definition.taskConfigs(c.entry.config as never, c.entry.tasks).length);
+    } catch {
+      return 1;
+    }
+  }
+
+  /**
+   * Starts task `task` of a leased connector on this worker. Called by the worker group once it
+   * holds the task's lease; waits for the connector to be ready (health check). `signal` aborting
+   * meanwhile (the lease was lost) leaves the task unstarted. Rejects with the connector's failure
+   * when it could not start here, or INVALID_ARGUMENT for a task it does not have.
+   */
+  async startTask(name: string, task: number, signal?: AbortSignal): Promise<void> {
+    const c = this.get(name);
+    c.placed.add(task);
+    // Until the latest launch is done: a restart may begin while this waits.
+    for (let seen = c.starting; ; seen = c.starting) {
+      await seen;
+      if (seen === c.starting) break;
+    }
+    if (signal?.aborted || this.stopped || !c.placed.has(task)) return;
+    if (c.failure) throw c.failure;
+    if (c.runners.some((r) => r.status().id === task)) return;
+    if (!c.build || task >= this.taskCount(name)) {
+      c.placed.delete(task);
+      throw new SluiceError('INVALID_ARGUMENT', `connector ${name} has no task ${task}`, { context: { connector: name, task } });
+    }
+    const runner = c.build(task);
+    c.runners.push(runner);
+    runner.start();
+    if (c.paused) runner.pause();
+  }
+
+  /**
+   * Stops task `task` of a leased connector on this worker: resolves once it finished its batch
+   * and committed what is durable, or after `timeoutMs` (default the shutdown timeout) when it is
+   * abandoned. Called by the worker group before it releases the lease, or when the lease is lost.
+   */
+  async stopTask(name: string, task: number, timeoutMs = this.options.shutdownTimeoutMs): Promise<void> {
+    const c = this.get(name);
+    c.placed.delete(task);
+    const runner = c.runners.find((r) => r.status().id === task);
+    if (!runner) return;
+    c.runners = c.runners.filter((r) => r !== runner);
+    await runner.stop(timeoutMs);
+  }
+
+  /** The status of one task running here; null when it does not run here. */
+  taskStatus(name: string, task: number): TaskStatus | null {
+    return this.get(name).runners.find((r) => r.status().id === task)?.status() ?? null;
   }
 }
 

@@ -52,6 +52,7 @@ const SUITES: Record<string, Suite> = {
   cdc: { describe: 'postgres-cdc backlog drain (1M changes) vs pg_recvlogical, and commit-to-log latency at 5k changes/s', load: () => import('./cdc.ts') },
   'sink-mysql': { describe: 'mysql sink: 1M upserts from a topic into MariaDB through a Runtime vs mysql2 multi-row upserts', load: () => import('./sink-mysql.ts') },
   'sink-postgres': { describe: 'postgres sink: 1M upserts from a topic into Postgres through a Runtime vs COPY', load: () => import('./sink-postgres.ts') },
+  jetstream: { describe: 'JetStream log backend appends and reads, 1 and 3 replicas, vs raw JetStream publishes/direct gets and the embedded log', load: () => import('./jetstream.ts') },
 };
 
 function usage(): string {

@@ -10,8 +10,9 @@
  *    and split into tasks, and it has a description;
  * 2. its reference doc renders from its schema, every setting is described, and the committed
  *    `connectors/<name>/README.md` is what the generator makes today;
- * 3. a graceful restart mid-stream, in a real {@link Runtime} on a real embedded log, resumes from
- *    the committed offsets: every record arrives, and at most one batch twice;
+ * 3. a graceful restart mid-stream, in a real {@link Runtime} on a real log (embedded unless the
+ *    options' `openLog` says otherwise), resumes from the committed offsets: every record arrives,
+ *    and at most one batch twice;
  * 4. `Runtime.stop()` settles within the shutdown timeout while data flows, every task's `stop()`
  *    is called once with no other call in flight and none after, and no socket, watcher or timer
  *    it opened outlives it.
@@ -43,7 +44,8 @@ import {
   type SourceTask,
 } from '../../core/connector.ts';
 import { missingDescriptions, renderConnectorDoc, writeConnectorDocs } from '../../core/docs.ts';
-import { openLog, type EmbeddedLog } from '../../core/log/embedded-log.ts';
+import { openLog } from '../../core/log/embedded-log.ts';
+import type { Log } from '../../core/log/types.ts';
 import { Runtime } from '../../core/runtime/runtime.ts';
 import { formatProblem, validateSpecTexts, type LoadedSpec } from '../../core/spec/index.ts';
 import { COLLECTOR, FEEDER, collected, collector, dropBucket, feeder, feederId, feederIdsIn } from './counterparts.ts';
@@ -85,6 +87,11 @@ interface CommonOptions<C, F> {
   shutdownTimeoutMs?: number;
   /** How long a run may take to deliver everything. Default 15 s. */
   deliverTimeoutMs?: number;
+  /**
+   * Opens the log each runtime of a check runs on; called again on the same `dir` for the restart,
+   * so it must reopen the same storage. Default: the embedded log in `dir/log`.
+   */
+  openLog?(ctx: { readonly dir: string }): Promise<Log>;
   /**
    * The config the runtime runs the connector with; it goes through the spec loader, so defaults
    * are filled in. For a source it must produce a finite, known set of records slowly enough to be
@@ -379,7 +386,7 @@ function load(text: string, registry: ConnectorRegistry): LoadedSpec[] {
 
 interface Run {
   readonly runtime: Runtime;
-  readonly log: EmbeddedLog;
+  readonly log: Log;
   /** Stops the runtime, then closes the log; resolves with how long `runtime.stop()` took, in ms. Idempotent. */
   stop(): Promise<number>;
 }
@@ -387,7 +394,7 @@ interface Run {
 interface Scope<F> {
   readonly ctx: ConformanceContext<F>;
   readonly shutdownTimeoutMs: number;
-  /** Opens the log in `dir/log` and starts a runtime on `specText`. */
+  /** Opens the log (by default in `dir/log`) and starts a runtime on `specText`. */
   start(specText: string, registry: ConnectorRegistry): Promise<Run>;
   /** Polls `check` until it holds; on timeout fails with `progress()`, the connectors' states and the last warnings. */
   until(what: string, run: Run, check: () => boolean | Promise<boolean>, progress: () => string): Promise<void>;
@@ -412,7 +419,7 @@ async function withScope<C, F>(definition: AnyConnector, options: CommonOptions<
       shutdownTimeoutMs,
       async start(specText, registry) {
         const specs = load(specText, registry);
-        const log = await openLog(path.join(dir, 'log'), { maintenanceIntervalMs: 0 });
+        const log = options.openLog ? await options.openLog({ dir }) : await openLog(path.join(dir, 'log'), { maintenanceIntervalMs: 0 });
         let runtime: Runtime;
         try {
           runtime = await Runtime.start(specs, { log, registry, logger, statusIntervalMs: 0, shutdownTimeoutMs });
