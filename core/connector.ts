@@ -419,6 +419,20 @@ export interface SourceConnector<S extends ConfigSchema = ConfigSchema, C = Conf
    */
   readonly storeOffsets?: boolean;
   /**
+   * In a worker group, whether every worker runs this connector's tasks instead of the one worker
+   * holding each task's lease. Default false. A server that receives pushed data (the webhook) sets
+   * true: each worker answers the requests that reach it and appends to the shared log.
+   */
+  readonly everyWorker?: boolean;
+  /**
+   * Whether the runtime may poll the next batch while the previous one is being appended. Default
+   * true, which keeps a backlog moving: decoding the next batch overlaps the previous one's write
+   * and fsync. A push source whose clients wait for `commit` (the webhook) sets false. Its next
+   * poll then takes everything that arrived during the append, so each client waits for one append
+   * rather than two.
+   */
+  readonly overlapPolls?: boolean;
+  /**
    * Optional: orders two offsets of one source partition. When defined, a restart appends nothing
    * twice. The runtime marks the last record of each partition it appends to with the source offsets
    * it reached there. After a crash it reads those marks back from the log, and it drops a re-polled

@@ -80,6 +80,8 @@ export const webhook = defineSource({
   },
   // Clients resend what was not answered 2xx, so there is nothing to resume from after a restart.
   storeOffsets: false,
+  everyWorker: true,
+  overlapPolls: false,
   producedTopics: (config: WebhookConfig) => {
     // Validation calls this on every config the schema accepted, so a path given twice is reported there.
     buildRoutes(config.routes, 0);

@@ -333,6 +333,8 @@ export class SourceRunner extends TaskRunner {
         await this.waitIfPaused();
         if (this.stopping) break;
         this.throwStageError();
+        // Without overlap the poll waits for the previous append, so it takes all that came meanwhile.
+        if (definition.overlapPolls === false) await this.appending;
         const signal = this.pollController.signal;
         let records: readonly SourceRecord[];
         try {
@@ -552,7 +554,8 @@ export class SinkRunner extends TaskRunner {
     // A topic a sink reads but nothing created yet (its source has not written) is created with the
     // defaults, as any topic used but not declared is.
     for (const topic of topics) await ensureTopic(topic);
-    const consumer = await log.subscribe(group, topics);
+    // A replicated log may refuse for a moment (a leader election): retried like any start-up call.
+    const consumer = await retry(() => log.subscribe(group, topics), this.sink.errors.policy, this.retryOptions('start'));
     this.consumer = consumer;
     const ctx: SinkTaskContext = {
       ...this.taskContext(),
@@ -570,9 +573,10 @@ export class SinkRunner extends TaskRunner {
       await this.syncAssignment(task, consumer);
       let polled: LogRecord[];
       try {
-        polled = await consumer.poll({ maxWaitMs: SINK_POLL_WAIT_MS, maxBytes: this.sink.pollBytes ?? SINK_POLL_BYTES, signal: this.pollController.signal });
+        const signal = this.pollController.signal;
+        polled = await retry(() => consumer.poll({ maxWaitMs: SINK_POLL_WAIT_MS, maxBytes: this.sink.pollBytes ?? SINK_POLL_BYTES, signal }), this.sink.errors.policy, this.retryOptions('poll'));
       } catch (err) {
-        if (isSluiceError(err, 'LOG_CLOSED') && this.stopping) break;
+        if ((isSluiceError(err, 'LOG_CLOSED') || err instanceof AbortedError) && this.stopping) break;
         throw err;
       }
       this.lastActivityAt = Date.now();
@@ -642,7 +646,7 @@ export class SinkRunner extends TaskRunner {
     let offsets = [...next.values()];
     if (task.preCommit) offsets = [...(await retry(() => task.preCommit!(offsets), this.sink.errors.policy, this.retryOptions('put')))];
     try {
-      await consumer.commit(offsets);
+      await retry(() => consumer.commit(offsets), this.sink.errors.policy, this.retryOptions('commit'));
     } catch (err) {
       // The partition moved to another member in the meantime; it resumes from the last commit.
       if (!isSluiceError(err, 'NOT_ASSIGNED')) throw err;
