@@ -34,8 +34,7 @@
  * data/bench-tmp/ (not os.tmpdir(), which may be tmpfs and flatter every number) and is removed
  * after each case.
  *
- * Adding a suite: a module exporting `run(ctx: BenchContext)` and a line in SUITES. Planned:
- * jetstream.
+ * Adding a suite: a module exporting `run(ctx: BenchContext)` and a line in SUITES.
  */
 import { type BenchContext, type BenchOptions, createContext, removeAllScratch } from './common.ts';
 
