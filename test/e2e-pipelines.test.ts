@@ -5,26 +5,18 @@
  * files: e2e-quickstart, e2e-file-tail, e2e-postgres-cdc.)
  */
 import { copyFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROOT, cleanUp, completeLines, start, tempDir, waitFor } from './e2e-helpers.ts';
 import { postgresClusterForFile } from './support/postgres-cluster.ts';
+import { freePort } from './support/free-port.ts';
 
 const local = postgresClusterForFile();
 const suffix = `${process.pid}_${Date.now().toString(36)}`;
 
 afterEach(cleanUp);
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function copyPipeline(name: string): Promise<string> {
   const dir = await tempDir(`pipeline-${name}`);

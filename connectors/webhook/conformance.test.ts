@@ -6,9 +6,9 @@
  * the next run's `feed` wakes it.
  */
 import http from 'node:http';
-import net from 'node:net';
 import { describeSourceConformance } from '../../test/conformance/suite.ts';
 import { webhook } from './index.ts';
+import { freePort } from '../../test/support/free-port.ts';
 
 const TOTAL = 1000;
 const LOOPS = 4;
@@ -72,15 +72,6 @@ class Sender {
       req.end(body);
     });
   }
-}
-
-/** A port nothing listens on right now; the runs reuse it so that the sender finds the restarted server. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 describeSourceConformance(webhook, {

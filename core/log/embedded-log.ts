@@ -13,6 +13,7 @@ import { GroupMembership, OFFSETS_TOPIC, OffsetStore } from './groups.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { Partition, syncDir } from './partition.ts';
 import { partitionForKey } from './partitioner.ts';
+import { chunkIndexes } from './record-batch.ts';
 import type {
   AppendResult,
   Consumer,
@@ -397,7 +398,7 @@ export class EmbeddedLog implements Log {
     for (let p = 0; p < n; p++) {
       const indexes = byPartition[p]!;
       if (indexes.length === 0) continue;
-      for (const chunk of chunkIndexes(records, indexes)) {
+      for (const chunk of chunkIndexes(records, indexes, recordBytes, MAX_BATCH_BYTES, MAX_BATCH_RECORDS)) {
         const { baseOffset, done } = topic.partitions[p]!.append(records, chunk, now);
         pending.push(done);
         const rangeIndex = ranges.length;
@@ -554,22 +555,6 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 /** What a record adds to a batch, roughly: its key and value plus framing. */
 function recordBytes(r: ProducerRecord): number {
   return 16 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
-}
-
-function* chunkIndexes(records: readonly ProducerRecord[], indexes: number[]): Generator<number[]> {
-  let chunk: number[] = [];
-  let bytes = 0;
-  for (const i of indexes) {
-    const size = recordBytes(records[i]!);
-    if (chunk.length > 0 && (bytes + size > MAX_BATCH_BYTES || chunk.length >= MAX_BATCH_RECORDS)) {
-      yield chunk;
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(i);
-    bytes += size;
-  }
-  if (chunk.length > 0) yield chunk;
 }
 
 function tpKey(tp: TopicPartition): string {

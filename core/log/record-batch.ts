@@ -424,3 +424,24 @@ export function forEachRecordKey(
     cursor = nextCursor;
   }
 }
+
+/**
+ * Splits the records at `indexes` (one partition's share of an append) into runs that each fit one
+ * batch: at most `maxRecords` records and, past the first record, at most `maxBytes` by `sizeOf`.
+ * Order is kept. Used by every log backend, each with its own size estimate and limits.
+ */
+export function* chunkIndexes<R>(records: readonly R[], indexes: readonly number[], sizeOf: (record: R) => number, maxBytes: number, maxRecords: number): Generator<number[]> {
+  let chunk: number[] = [];
+  let bytes = 0;
+  for (const i of indexes) {
+    const size = sizeOf(records[i]!);
+    if (chunk.length > 0 && (bytes + size > maxBytes || chunk.length >= maxRecords)) {
+      yield chunk;
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(i);
+    bytes += size;
+  }
+  if (chunk.length > 0) yield chunk;
+}

@@ -19,10 +19,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { PROJECT_ROOT, round, type BenchContext } from './common.ts';
+import { freePort } from '../support/free-port.ts';
 
 const CONNECTIONS = 64;
 const BATCH = 100;
@@ -88,14 +88,6 @@ async function load(url: string, body: string, seconds: number, warmupS: number)
     requests: result.requests.total,
     seconds: result.duration,
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

@@ -10,11 +10,11 @@
  */
 import { execFile } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import mysql2 from 'mysql2/promise';
+import { freePort } from './free-port.ts';
 
 const run = promisify(execFile);
 
@@ -33,18 +33,6 @@ export interface MariadbServer {
   destroy(): Promise<void>;
   /** The server's error log, for failure messages. */
   log(): string;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function userIds(name: string): Promise<{ uid: number; gid: number }> {

@@ -17,12 +17,12 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { freePort } from './free-port.ts';
 
 const run = promisify(execFile);
 
@@ -62,18 +62,6 @@ export function postgresBinDir(): string {
     : [];
   if (versions.length === 0) throw new Error(`no Postgres server found under ${root} (install postgresql, or set PG_BIN_DIR to the directory holding initdb and pg_ctl)`);
   return path.join(root, versions[0]!, 'bin');
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs a server binary, as the postgres OS user when we are root. */

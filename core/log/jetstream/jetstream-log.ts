@@ -15,6 +15,7 @@ import type { Logger } from '../../connector.ts';
 import { SluiceError } from '../../errors.ts';
 import { DEFAULT_TOPIC_CONFIG, validateTopicConfig } from '../embedded-log.ts';
 import { partitionForKey } from '../partitioner.ts';
+import { chunkIndexes } from '../record-batch.ts';
 import type {
   AppendResult,
   Consumer,
@@ -90,22 +91,6 @@ function recordBytes(r: ProducerRecord): number {
   let size = 24 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
   if (r.headers) for (const k in r.headers) size += 8 + k.length + (r.headers[k]?.length ?? 0);
   return size;
-}
-
-function* chunkIndexes(records: readonly ProducerRecord[], indexes: number[]): Generator<number[]> {
-  let chunk: number[] = [];
-  let bytes = 0;
-  for (const i of indexes) {
-    const size = recordBytes(records[i]!);
-    if (chunk.length > 0 && (bytes + size > MAX_BATCH_BYTES || chunk.length >= MAX_BATCH_RECORDS)) {
-      yield chunk;
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(i);
-    bytes += size;
-  }
-  if (chunk.length > 0) yield chunk;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -416,7 +401,7 @@ export class JetStreamLog implements Log {
       const indexes = byPartition[p]!;
       if (indexes.length === 0) continue;
       const whole = indexes.length === count;
-      for (const chunk of chunkIndexes(records, indexes)) {
+      for (const chunk of chunkIndexes(records, indexes, recordBytes, MAX_BATCH_BYTES, MAX_BATCH_RECORDS)) {
         jobs.push({ p, chunk, base: topic.partitions[p]!.appendBatch(records, whole && chunk.length === count ? null : chunk, now) });
       }
     }
