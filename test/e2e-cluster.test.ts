@@ -83,7 +83,7 @@ describe('worker group', () => {
   });
 
   // A worker killed with kill -9 has its tasks taken over within 10 s, and with a NATS node lost too, no record is lost.
-  it('fails over a dead worker within 10 s and loses nothing when a worker and a NATS node die', { timeout: 90_000 }, async () => {
+  it('fails over a dead worker within 10 s and loses nothing when a worker and a NATS node die', { timeout: 180_000 }, async () => {
     const cwd = await tempDir('cluster');
     const spec = `name: scale
 log: { backend: jetstream, servers: [${nats.servers.join(', ')}], replicas: 3 }
@@ -163,7 +163,7 @@ sinks:
 
     await explained(
       workers,
-      waitFor(() => completeLines(output).length >= COUNT && new Set(seqs(output)).size === COUNT, { timeoutMs: 45_000, intervalMs: 250, what: `all ${COUNT} seq values in the output` }),
+      waitFor(() => completeLines(output).length >= COUNT && new Set(seqs(output)).size === COUNT, { timeoutMs: 90_000, intervalMs: 250, what: `all ${COUNT} seq values in the output` }),
     );
     for (const [i, w] of workers.entries()) if (i !== victim) expect(await w.stop('SIGTERM')).toEqual({ code: 0, signal: null });
 

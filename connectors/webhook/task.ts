@@ -130,6 +130,11 @@ export class WebhookTask implements SourceTask {
   /** Counter increments not yet passed to the metrics, by metric, route and status. */
   #tallies = new Map<string, { metric: string; route: string; status: string; n: number }>();
   #wake: (() => void) | null = null;
+  /** The received_at header of the last millisecond seen; requests of one millisecond share it. */
+  #stampMs = -1;
+  #stamp: Buffer = Buffer.alloc(0);
+  /** Per connection: the remote address and user agent headers, shared by its requests. */
+  #peers = new WeakMap<object, { addr: Buffer; agentText: string | undefined; agent: Buffer | undefined }>();
   #wakeScheduled = false;
   #sweeper: NodeJS.Timeout | undefined;
   /** Set when the task's signal aborts: new requests get 503 at the door. */
@@ -570,13 +575,20 @@ export class WebhookTask implements SourceTask {
       this.#write(res, route, incoming.origin, requestId, 200, body, undefined);
       return;
     }
-    const headers: Headers = {
-      received_at: Buffer.from(new Date(receivedAt).toISOString()),
-      remote_addr: Buffer.from(this.#remoteAddress(req)),
-      request_id: Buffer.from(requestId),
-    };
-    const agent = req.headers['user-agent'];
-    if (agent !== undefined) headers['user_agent'] = Buffer.from(agent);
+    // Header values are shared read-only Buffers: on a keep-alive connection most requests carry
+    // the same address and agent, and many arrive within one millisecond.
+    if (receivedAt !== this.#stampMs) {
+      this.#stampMs = receivedAt;
+      this.#stamp = Buffer.from(new Date(receivedAt).toISOString());
+    }
+    const agentText = req.headers['user-agent'];
+    let peer = this.#peers.get(req.socket);
+    if (peer === undefined || peer.agentText !== agentText || this.#config.trust_proxy) {
+      peer = { addr: Buffer.from(this.#remoteAddress(req)), agentText, agent: agentText === undefined ? undefined : Buffer.from(agentText) };
+      if (!this.#config.trust_proxy) this.#peers.set(req.socket, peer);
+    }
+    const headers: Headers = { received_at: this.#stamp, remote_addr: peer.addr, request_id: Buffer.from(requestId) };
+    if (peer.agent !== undefined) headers['user_agent'] = peer.agent;
     const sourceOffset = { boot: this.#boot, next_request: seq + 1 };
     const records: SourceRecord[] = new Array(events.length);
     for (let i = 0; i < events.length; i++) {

@@ -291,7 +291,16 @@ export class JetStreamLog implements Log {
       ),
     );
     this.topics.delete(name);
-    return this.describeTopic(name);
+    // A stream another process is creating at this moment (workers starting together create the
+    // spec's topics together) can answer "not found" until its replicas are placed.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.describeTopic(name);
+      } catch (err) {
+        if (!(err instanceof SluiceError && err.code === 'TOPIC_NOT_FOUND') || attempt >= 40) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
   }
 
   async deleteTopic(name: string): Promise<void> {
