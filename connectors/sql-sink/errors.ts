@@ -36,6 +36,9 @@ export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
   'ENOENT',
+  // Node's own: the driver wrote to a socket that was already closed (a stop or a dead server).
+  'ERR_STREAM_WRITE_AFTER_END',
+  'ERR_STREAM_DESTROYED',
 ]);
 
 /** The `code` property of an error, as a string, or undefined. */

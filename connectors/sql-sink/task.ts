@@ -261,6 +261,8 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       return new SluiceError('CONNECTOR_FAILED', `${this.#dialect.label} sink, ${what}: ${err.message}${where}`, { context: { ...rest, ...context } });
     }
     if (err instanceof SluiceError) return err;
+    // After a stop destroyed the busy connections, a driver error is the stop, not the data.
+    if (this.#ctx?.signal.aborted) return new RetriableError(`${this.#dialect.label} sink: stopped during ${what}`);
     const classified = this.#dialect.classify(err);
     if (classified.kind === 'schema' && typeof context['table'] === 'string') this.#forgetTable(context['table']);
     return sinkError(`${this.#dialect.label} sink, ${what}`, classified, context);
