@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.ts';
-import { GroupMembership, OFFSETS_TOPIC, OffsetStore } from './groups.ts';
+import { GroupMembership, OFFSETS_TOPIC, OffsetStore, resetGroupOffsets } from './groups.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { Partition, syncDir } from './partition.ts';
 import { partitionForKey } from './partitioner.ts';
@@ -485,13 +485,13 @@ export class EmbeddedLog implements Log {
     return out;
   }
 
+  /**
+   * Through {@link resetGroupOffsets}; throws `LOG_READ_ONLY` before reading anything. The commit is
+   * one atomic batch, so a crash leaves the old offsets of every partition or the new ones.
+   */
   async resetGroup(group: string, topic: string, to: OffsetSpec): Promise<TopicPartitionOffset[]> {
     this.assertWritable();
-    const t = this.topic(topic);
-    const offsets: TopicPartitionOffset[] = [];
-    for (const p of t.partitions) offsets.push({ topic, partition: p.partition, offset: await this.offsetFor(topic, p.partition, to) });
-    await this.commitOffsets(group, offsets);
-    return offsets;
+    return resetGroupOffsets(this, group, topic, this.topic(topic).partitions, to);
   }
 
   async subscribe(group: string, topics: string[], options: SubscribeOptions = {}): Promise<Consumer> {

@@ -6,12 +6,34 @@
  * `{"offset":"N","committed_at":ms}`. A commit of several partitions is one batch, and a batch is
  * all-or-nothing on disk (its CRC covers it), so a crash mid-commit leaves the old offsets or the
  * new ones, never a mix or garbage. The topic is fsync'ed on every commit.
+ *
+ * {@link resetGroupOffsets} is backend-neutral: both {@link Log} backends implement `resetGroup` with it.
  */
 import { SluiceError } from '../errors.ts';
 import type { Partition } from './partition.ts';
-import type { TopicPartition, TopicPartitionOffset } from './types.ts';
+import type { Log, OffsetSpec, TopicPartition, TopicPartitionOffset } from './types.ts';
 
 export const OFFSETS_TOPIC = '__consumer_offsets';
+
+/**
+ * {@link Log.resetGroup} over any backend: resolves `to` with `log.offsetFor` for each of the
+ * topic's `partitions` in turn, then commits them all with one `log.commitOffsets` call and returns
+ * them. Each backend passes the partitions it already holds for `topic`, so none pays for a
+ * `describeTopic` here, and makes its own checks (open, writable, topic exists) first. Whether the
+ * commit is atomic across partitions is that backend's `commitOffsets` contract.
+ */
+export async function resetGroupOffsets(
+  log: Pick<Log, 'offsetFor' | 'commitOffsets'>,
+  group: string,
+  topic: string,
+  partitions: readonly { readonly partition: number }[],
+  to: OffsetSpec,
+): Promise<TopicPartitionOffset[]> {
+  const offsets: TopicPartitionOffset[] = [];
+  for (const p of partitions) offsets.push({ topic, partition: p.partition, offset: await log.offsetFor(topic, p.partition, to) });
+  await log.commitOffsets(group, offsets);
+  return offsets;
+}
 
 function tpKey(topic: string, partition: number): string {
   return `${topic}\u0000${partition}`;

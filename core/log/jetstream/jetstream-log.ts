@@ -14,6 +14,7 @@ import { connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type JetSt
 import type { Logger } from '../../connector.ts';
 import { SluiceError } from '../../errors.ts';
 import { DEFAULT_TOPIC_CONFIG, validateTopicConfig } from '../embedded-log.ts';
+import { resetGroupOffsets } from '../groups.ts';
 import { partitionForKey } from '../partitioner.ts';
 import { chunkIndexes } from '../record-batch.ts';
 import type {
@@ -548,12 +549,12 @@ export class JetStreamLog implements Log {
     return out;
   }
 
+  /**
+   * Through {@link resetGroupOffsets}, committing with {@link JetStreamLog.commitOffsets}: one KV put per
+   * partition, not atomic across partitions, and it fences the partitions' current owners.
+   */
   async resetGroup(group: string, topic: string, to: OffsetSpec): Promise<TopicPartitionOffset[]> {
-    const t = await this.topic(topic);
-    const offsets: TopicPartitionOffset[] = [];
-    for (const p of t.partitions) offsets.push({ topic, partition: p.partition, offset: await this.offsetFor(topic, p.partition, to) });
-    await this.commitOffsets(group, offsets);
-    return offsets;
+    return resetGroupOffsets(this, group, topic, (await this.topic(topic)).partitions, to);
   }
 
   async subscribe(group: string, topics: string[], options: SubscribeOptions = {}): Promise<Consumer> {
