@@ -3,6 +3,7 @@ import { randomFillSync } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Log, ProducerRecord } from '../../core/log/types.ts';
 
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -90,6 +91,49 @@ export function deadlineAfter(seconds: number): bigint {
 }
 
 export const MiB = 1 << 20;
+
+/** What a timed run of {@link appendFor} appended, and how long it took. */
+export interface AppendRun {
+  records: number;
+  bytes: number;
+  seconds: number;
+}
+
+/**
+ * Appends through the Log interface, as the log and jetstream suites measure it: cycles through
+ * `batches` with `concurrency` appends in flight until `seconds` have passed or the next batch
+ * would take the records issued past `limit`. `size` is the payload bytes of one record, for `bytes`.
+ */
+export async function appendFor(
+  log: Log,
+  topic: string,
+  batches: readonly ProducerRecord[][],
+  run: { size: number; concurrency: number; seconds: number; limit: number },
+): Promise<AppendRun> {
+  const deadline = deadlineAfter(run.seconds);
+  let issued = 0;
+  let appended = 0;
+  let next = 0;
+  let stop = false;
+  const worker = async (): Promise<void> => {
+    while (!stop) {
+      const batch = batches[next++ % batches.length]!;
+      if (issued + batch.length > run.limit) {
+        stop = true;
+        break;
+      }
+      issued += batch.length;
+      // Awaited first: `appended += await …` would read `appended` before the await and lose the
+      // other workers' updates.
+      const result = await log.append(topic, batch);
+      appended += result.count;
+      if (nowNs() > deadline) stop = true;
+    }
+  };
+  const start = nowNs();
+  await Promise.all(Array.from({ length: run.concurrency }, worker));
+  return { records: appended, bytes: appended * run.size, seconds: secondsSince(start) };
+}
 
 /**
  * Distinct random payloads carved from one slab. Random so that nothing downstream (compression,

@@ -9,7 +9,7 @@ import { openJetStreamLog } from '../../core/log/jetstream/jetstream-log.ts';
 import { encodeBatch, WriteBuffer } from '../../core/log/record-batch.ts';
 import type { Log, ProducerRecord } from '../../core/log/types.ts';
 import { startNatsCluster, type NatsCluster } from '../support/nats-cluster.ts';
-import { type BenchContext, deadlineAfter, errorMessage, makePayloads, mibPerS, nowNs, rate, round, secondsSince } from './common.ts';
+import { appendFor, type BenchContext, deadlineAfter, errorMessage, makePayloads, mibPerS, nowNs, rate, round, secondsSince } from './common.ts';
 
 const TOPIC = 'bench';
 const BATCH = 1000;
@@ -48,32 +48,6 @@ function encodeAll(batches: ProducerRecord[][]): Buffer[] {
     const encoded = encodeBatch(out, batch, null, 0n, Date.now());
     return Buffer.from(out.buf.subarray(0, encoded.size));
   });
-}
-
-async function appendFor(log: Log, batches: ProducerRecord[][], size: number, seconds: number, limit: number): Promise<Measured> {
-  const deadline = deadlineAfter(seconds);
-  let issued = 0;
-  let appended = 0;
-  let next = 0;
-  let stop = false;
-  const worker = async (): Promise<void> => {
-    while (!stop) {
-      const batch = batches[next++ % batches.length]!;
-      if (issued + batch.length > limit) {
-        stop = true;
-        break;
-      }
-      issued += batch.length;
-      // Awaited first: `appended += await …` would read `appended` before the await and lose the
-      // other workers' updates.
-      const result = await log.append(TOPIC, batch);
-      appended += result.count;
-      if (nowNs() > deadline) stop = true;
-    }
-  };
-  const start = nowNs();
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { records: appended, bytes: appended * size, seconds: secondsSince(start) };
 }
 
 async function readAllFor(log: Log, size: number, seconds: number): Promise<Measured> {
@@ -151,8 +125,8 @@ async function embeddedFor(ctx: BenchContext, size: number, batches: ProducerRec
   const log = await openLog(dir, { maintenanceIntervalMs: 0 });
   try {
     await log.createTopic(TOPIC, { partitions: 1, fsync: 'never' });
-    await appendFor(log, batches, size, ctx.options.warmupS, limit);
-    const append = await appendFor(log, batches, size, ctx.options.durationS, limit);
+    await appendFor(log, TOPIC, batches, { size, concurrency: CONCURRENCY, seconds: ctx.options.warmupS, limit });
+    const append = await appendFor(log, TOPIC, batches, { size, concurrency: CONCURRENCY, seconds: ctx.options.durationS, limit });
     const read = await readAllFor(log, size, ctx.options.durationS);
     return { append, read };
   } finally {
@@ -198,8 +172,8 @@ export async function run(ctx: BenchContext): Promise<void> {
         try {
           await log.createTopic(TOPIC, { partitions: 1 });
           ctx.progress(`${appendName}: warmup ${options.warmupS}s, timed ≤${options.durationS}s`);
-          await appendFor(log, batches, size, options.warmupS, limit);
-          const ours = await appendFor(log, batches, size, options.durationS, limit);
+          await appendFor(log, TOPIC, batches, { size, concurrency: CONCURRENCY, seconds: options.warmupS, limit });
+          const ours = await appendFor(log, TOPIC, batches, { size, concurrency: CONCURRENCY, seconds: options.durationS, limit });
           ctx.progress(`${appendName}: raw publishes`);
           const raw = await rawPublishFor(nc, jsm, replicas, encoded, size, options.durationS, limit);
           if (ctx.selected(appendName)) {

@@ -5,6 +5,8 @@ import { basename, join, relative, sep } from 'node:path';
 import type { Log, ProducerRecord, TopicConfig } from '../../core/log/types.ts';
 import { type RawResult, rawRead, rawWrite } from './baselines.ts';
 import {
+  type AppendRun,
+  appendFor,
   type BenchContext,
   MiB,
   PROJECT_ROOT,
@@ -245,43 +247,6 @@ function makeBatches(c: AppendCase): ProducerRecord[][] {
   return batches;
 }
 
-interface AppendRun {
-  records: number;
-  bytes: number;
-  seconds: number;
-}
-
-async function appendFor(
-  log: Log,
-  batches: ProducerRecord[][],
-  size: number,
-  concurrency: number,
-  seconds: number,
-  limit: number,
-): Promise<AppendRun> {
-  const deadline = deadlineAfter(seconds);
-  let issued = 0;
-  let appended = 0;
-  let next = 0;
-  let stop = false;
-  const worker = async (): Promise<void> => {
-    while (!stop) {
-      const batch = batches[next++ % batches.length]!;
-      if (issued + batch.length > limit) {
-        stop = true;
-        break;
-      }
-      issued += batch.length;
-      const result = await log.append(TOPIC, batch);
-      appended += result.count;
-      if (nowNs() > deadline) stop = true;
-    }
-  };
-  const start = nowNs();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return { records: appended, bytes: appended * size, seconds: secondsSince(start) };
-}
-
 async function runAppend(ctx: BenchContext, c: AppendCase, openLog: OpenLog | null): Promise<Record<string, unknown>> {
   const { options } = ctx;
   const duration = Math.min(options.durationS, c.maxSeconds ?? Infinity);
@@ -305,9 +270,9 @@ async function runAppend(ctx: BenchContext, c: AppendCase, openLog: OpenLog | nu
       log = await openLog(dir);
       await log.createTopic(TOPIC, { partitions: c.partitions, fsync: c.fsync });
       ctx.progress(`${c.name}: warmup ${options.warmupS}s`);
-      const warm = await appendFor(log, batches, c.size, c.concurrency, options.warmupS, Math.min(limit, WARMUP_MAX_BYTES / c.size));
+      const warm = await appendFor(log, TOPIC, batches, { size: c.size, concurrency: c.concurrency, seconds: options.warmupS, limit: Math.min(limit, WARMUP_MAX_BYTES / c.size) });
       ctx.progress(`${c.name}: timed ≤${duration}s or ${limit} records`);
-      ours = await appendFor(log, batches, c.size, c.concurrency, duration, limit);
+      ours = await appendFor(log, TOPIC, batches, { size: c.size, concurrency: c.concurrency, seconds: duration, limit });
       const described = await log.describeTopic(TOPIC);
       const stored = described.partitions.reduce((sum, p) => sum + Number(p.endOffset - p.startOffset), 0);
       row.verified = stored === warm.records + ours.records;
@@ -442,7 +407,7 @@ async function runRead(ctx: BenchContext, c: ReadCase, openLog: OpenLog | null):
       await log.createTopic(TOPIC, { partitions: c.partitions, fsync: 'never' });
       const batches = makeBatches({ ...appendCase(c.size === 100 ? '100B' : '1KiB', 1000, 'never', c.partitions) });
       ctx.progress(`${c.name}: populating ≤${options.durationS}s or ${limit} records`);
-      const filled = await appendFor(log, batches, c.size, 1, options.durationS, limit);
+      const filled = await appendFor(log, TOPIC, batches, { size: c.size, concurrency: 1, seconds: options.durationS, limit });
       records = filled.records;
       payloadBytes = filled.bytes;
 
