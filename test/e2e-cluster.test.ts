@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateEvent } from '../connectors/datagen/presets.ts';
 import { MARK_HEADER } from '../core/runtime/source-marks.ts';
 import { SINK_POLL_BYTES } from '../core/runtime/task-runner.ts';
-import { cleanUp, completeLines, request, seqs, sluice, start, tempDir, waitFor, type Running } from './e2e-helpers.ts';
+import { cleanUp, completeLines, DATAGEN_FILE_OUTPUT, datagenToFileSpec, request, seqs, sluice, start, tempDir, waitFor, type Running } from './e2e-helpers.ts';
 import { startNatsCluster, type NatsCluster } from './support/nats-cluster.ts';
 
 const COUNT = 30_000;
@@ -85,25 +85,18 @@ describe('worker group', () => {
   // A worker killed with kill -9 has its tasks taken over within 10 s, and with a NATS node lost too, no record is lost.
   it('fails over a dead worker within 10 s and loses nothing when a worker and a NATS node die', { timeout: 180_000 }, async () => {
     const cwd = await tempDir('cluster');
-    const spec = `name: scale
-log: { backend: jetstream, servers: [${nats.servers.join(', ')}], replicas: 3 }
-topics:
-  - name: clicks
-    partitions: ${PARTITIONS}
-sources:
-  - name: gen
-    connector: datagen
-    topic: clicks
-    tasks: ${SOURCE_TASKS}
-    config: { preset: clickstream, count: ${COUNT}, seed: ${SEED}, rate: ${RATE}, batch_size: ${BATCH} }
-sinks:
-  - name: archive
-    connector: file
-    topics: [clicks]
-    config: { path: out/clicks.jsonl }
-`;
+    const spec = datagenToFileSpec({
+      name: 'scale',
+      log: `{ backend: jetstream, servers: [${nats.servers.join(', ')}], replicas: 3 }`,
+      count: COUNT,
+      seed: SEED,
+      rate: RATE,
+      batch: BATCH,
+      partitions: PARTITIONS,
+      tasks: SOURCE_TASKS,
+    });
     await writeFile(path.join(cwd, 'spec.yaml'), spec);
-    const output = path.join(cwd, 'out/clicks.jsonl');
+    const output = path.join(cwd, DATAGEN_FILE_OUTPUT);
     const workers: Running[] = [0, 1, 2].map((i) =>
       start(['run', 'spec.yaml', '--cluster', 'e2e', '--data-dir', `data-${i}`, '--api', '127.0.0.1:0', '--status-interval', '0'], { cwd }),
     );

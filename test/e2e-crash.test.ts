@@ -12,7 +12,7 @@ import { generateEvent } from '../connectors/datagen/presets.ts';
 import { openLog } from '../core/log/embedded-log.ts';
 import { MARK_HEADER } from '../core/runtime/source-marks.ts';
 import { SINK_POLL_BYTES } from '../core/runtime/task-runner.ts';
-import { cleanUp, completeLines, seqs, sleep, start, tempDir, waitFor, type Running } from './e2e-helpers.ts';
+import { cleanUp, completeLines, DATAGEN_FILE_OUTPUT, datagenToFileSpec, seqs, sleep, start, tempDir, waitFor, type Running } from './e2e-helpers.ts';
 
 afterEach(cleanUp);
 
@@ -23,28 +23,14 @@ const BATCH = 100;
 const PARTITIONS = 3;
 const KILLS = 4;
 
-const SPEC = `name: crash
-topics:
-  - name: clicks
-    partitions: ${PARTITIONS}
-sources:
-  - name: gen
-    connector: datagen
-    topic: clicks
-    config: { preset: clickstream, count: ${COUNT}, seed: ${SEED}, rate: ${RATE}, batch_size: ${BATCH} }
-sinks:
-  - name: archive
-    connector: file
-    topics: [clicks]
-    config: { path: out/clicks.jsonl }
-`;
+const SPEC = datagenToFileSpec({ name: 'crash', count: COUNT, seed: SEED, rate: RATE, batch: BATCH, partitions: PARTITIONS });
 
 describe('crash and restart', () => {
   // A datagen → file pipeline killed with kill -9 mid-run and restarted delivers every generated record, with duplicates only within the last uncommitted batch.
   it('delivers every record after repeated kill -9, duplicates bounded by the batches in flight', { timeout: 90_000 }, async () => {
     const cwd = await tempDir('crash');
     await writeFile(path.join(cwd, 'spec.yaml'), SPEC);
-    const output = path.join(cwd, 'out/clicks.jsonl');
+    const output = path.join(cwd, DATAGEN_FILE_OUTPUT);
     const run = (): Running => start(['run', 'spec.yaml', '--data-dir', 'data', '--api', '127.0.0.1:0', '--status-interval', '0'], { cwd });
 
     let kills = 0;

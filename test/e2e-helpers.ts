@@ -207,6 +207,44 @@ export function seqs(file: string): number[] {
   });
 }
 
+/** Where {@link datagenToFileSpec}'s sink writes, relative to the working directory of `sluice run`. */
+export const DATAGEN_FILE_OUTPUT = 'out/clicks.jsonl';
+
+/**
+ * The datagen → file pipeline that the crash and cluster tests break and then check line by line:
+ * source `gen` writes `count` clickstream events (`seed`, `rate` a second, `batch` a batch) to the
+ * topic `clicks`, and sink `archive` writes them to {@link DATAGEN_FILE_OUTPUT}. `log` is the spec's
+ * `log:` value as YAML and `tasks` the source's task count, each left out of the spec when absent.
+ */
+export function datagenToFileSpec(options: {
+  name: string;
+  count: number;
+  seed: number;
+  rate: number;
+  batch: number;
+  partitions: number;
+  tasks?: number;
+  log?: string;
+}): string {
+  const log = options.log === undefined ? '' : `log: ${options.log}\n`;
+  const tasks = options.tasks === undefined ? '' : `    tasks: ${options.tasks}\n`;
+  return `name: ${options.name}
+${log}topics:
+  - name: clicks
+    partitions: ${options.partitions}
+sources:
+  - name: gen
+    connector: datagen
+    topic: clicks
+${tasks}    config: { preset: clickstream, count: ${options.count}, seed: ${options.seed}, rate: ${options.rate}, batch_size: ${options.batch} }
+sinks:
+  - name: archive
+    connector: file
+    topics: [clicks]
+    config: { path: ${DATAGEN_FILE_OUTPUT} }
+`;
+}
+
 /** An HTTP request to the admin API (or any local server). */
 export async function request(
   url: string,
