@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { rejects } from '../../test/support/rejects.ts';
 import { type ErrorCode, isSluiceError, type SluiceError } from '../errors.ts';
 import { type EmbeddedLog, type OpenLogOptions, openLog } from './embedded-log.ts';
 import { partitionForKey } from './partitioner.ts';
@@ -44,17 +45,6 @@ async function consumer(log: EmbeddedLog, group: string, topics: string[], optio
   const c = await log.subscribe(group, topics, options);
   openConsumers.push(c);
   return c;
-}
-
-async function rejects(promise: Promise<unknown>, code: ErrorCode): Promise<SluiceError> {
-  let outcome: unknown;
-  try {
-    outcome = await promise;
-  } catch (err) {
-    if (!isSluiceError(err, code)) throw new Error(`expected a SluiceError ${code}, got ${String(err)}`, { cause: err });
-    return err;
-  }
-  throw new Error(`expected a SluiceError ${code}, but the call succeeded with ${String(outcome)}`);
 }
 
 function throwsSync(fn: () => unknown, code: ErrorCode): SluiceError {

@@ -5,8 +5,8 @@
  */
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ErrorCode, isSluiceError, type SluiceError } from '../../errors.ts';
 import { startNatsCluster, type NatsCluster } from '../../../test/support/nats-cluster.ts';
+import { rejects } from '../../../test/support/rejects.ts';
 import type { Consumer, Log, LogRecord, ProducerRecord } from '../types.ts';
 import { encodeBatch, WriteBuffer } from '../record-batch.ts';
 import { hex } from './names.ts';
@@ -31,17 +31,6 @@ async function open(prefix = `t${++prefixCounter}`): Promise<Log> {
   const log = await openJetStreamLog({ servers: cluster.servers, prefix, maintenanceIntervalMs: 0 });
   logs.push(log);
   return log;
-}
-
-async function rejects(promise: Promise<unknown>, code: ErrorCode): Promise<SluiceError> {
-  let outcome: unknown;
-  try {
-    outcome = await promise;
-  } catch (err) {
-    if (!isSluiceError(err, code)) throw new Error(`expected a SluiceError ${code}, got ${String(err)}`, { cause: err });
-    return err;
-  }
-  throw new Error(`expected a SluiceError ${code}, but the call succeeded with ${String(outcome)}`);
 }
 
 function rec(value: string, key?: string): ProducerRecord {
