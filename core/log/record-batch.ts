@@ -189,6 +189,10 @@ export function encodeBatch(
   const baseTimestamp = first.timestamp ?? now;
   let maxTimestamp = baseTimestamp;
 
+  // Sources often give every record of a request or a transaction one shared headers object; its
+  // encoded size, and below its encoded bytes, are worked out once per run of records sharing it.
+  let sizedHeaders: Headers | null = null;
+  let sizedHeadersSize = 1;
   // A first pass sizes the batch so the buffer grows at most once per batch.
   let estimate = HEADER_SIZE;
   for (let i = 0; i < count; i++) {
@@ -196,12 +200,23 @@ export function encodeBatch(
     // 5 bytes per varint bounds the length, attributes, offset delta, key and value lengths; a
     // timestamp delta takes at most 10.
     estimate += 30 + (r.key ? r.key.length : 0) + (r.value ? r.value.length : 0);
-    if (r.headers !== undefined && hasHeaders(r.headers)) estimate += headersSize(r.headers);
+    const headers = r.headers;
+    if (headers === undefined) continue;
+    if (headers !== sizedHeaders) {
+      sizedHeaders = headers;
+      sizedHeadersSize = hasHeaders(headers) ? headersSize(headers) : 1;
+    }
+    estimate += sizedHeadersSize;
   }
   out.ensure(estimate);
   const buf = out.buf;
   const start = out.length;
   let pos = start + HEADER_SIZE;
+  // The last headers object encoded, and where its bytes are in `buf`, to be copied for the next
+  // record that shares it.
+  let lastHeaders: Headers | null = null;
+  let lastHeadersAt = 0;
+  let lastHeadersSize = 0;
 
   for (let i = 0; i < count; i++) {
     const r = records[indexes === null ? i : indexes[i]!]!;
@@ -210,10 +225,12 @@ export function encodeBatch(
     const timestampDelta = timestamp - baseTimestamp;
     const key = r.key ?? null;
     const value = r.value;
-    const headers = r.headers !== undefined && hasHeaders(r.headers) ? r.headers : null;
+    const rh = r.headers;
+    const headers: Headers | null = rh === undefined ? null : rh === lastHeaders || hasHeaders(rh) ? rh : null;
     const keyLength = key === null ? -1 : key.length;
     const valueLength = value === null ? -1 : value.length;
     const offsetDelta = layout === undefined ? i : layout.deltas[i]!;
+    const shared = headers !== null && headers === lastHeaders;
     const bodySize =
       1 +
       varintSize(timestampDelta) +
@@ -222,7 +239,7 @@ export function encodeBatch(
       (key === null ? 0 : keyLength) +
       varintSize(valueLength) +
       (value === null ? 0 : valueLength) +
-      (headers === null ? 1 : headersSize(headers));
+      (headers === null ? 1 : shared ? lastHeadersSize : headersSize(headers));
     pos = writeVarint(buf, pos, bodySize);
     buf[pos++] = 0;
     pos = writeVarint(buf, pos, timestampDelta);
@@ -240,7 +257,12 @@ export function encodeBatch(
     }
     if (headers === null) {
       buf[pos++] = 0;
+    } else if (shared) {
+      buf.copyWithin(pos, lastHeadersAt, lastHeadersAt + lastHeadersSize);
+      pos += lastHeadersSize;
     } else {
+      lastHeaders = headers;
+      lastHeadersAt = pos;
       let headerCount = 0;
       for (const _ in headers) headerCount++;
       pos = writeVarint(buf, pos, headerCount);
@@ -258,6 +280,7 @@ export function encodeBatch(
           pos += hv.length;
         }
       }
+      lastHeadersSize = pos - lastHeadersAt;
     }
   }
 
