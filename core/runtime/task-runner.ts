@@ -386,15 +386,21 @@ export class SourceRunner extends TaskRunner {
     // Sources usually reuse one partition object for a whole batch; its key is computed once.
     let lastPartition: SourcePartition | null = null;
     let lastKey = '';
+    // A batch's records mostly come from one source partition: its entry is written when the
+    // partition changes and at the end, not once per record.
+    let lastOffset: SourceRecord['sourceOffset'] | null = null;
     // Likewise one topicVars object per table: its topic is filled in once.
     let lastVars: SourceRecord['topicVars'] | null = null;
     let lastTopic = '';
+    let lastListTopic: string | null = null;
+    let lastList: ProducerRecord[] = [];
     for (const r of records) {
       if (r.sourcePartition !== lastPartition) {
+        if (lastPartition !== null) reached.set(lastKey, { sourcePartition: lastPartition, sourceOffset: lastOffset! });
         lastPartition = r.sourcePartition;
         lastKey = canonicalJson(r.sourcePartition);
       }
-      reached.set(lastKey, { sourcePartition: r.sourcePartition, sourceOffset: r.sourceOffset });
+      lastOffset = r.sourceOffset;
       const headers: Headers = r.headers ?? {};
       let topic: string;
       try {
@@ -439,15 +445,20 @@ export class SourceRunner extends TaskRunner {
         }
         if (marks.filtering && marks.isDuplicate(lastKey, r.sourceOffset, topic, marks.routeOf(topic, out))) continue;
       }
-      let list = byTopic.get(topic);
-      if (!list) byTopic.set(topic, (list = []));
-      list.push(out);
+      if (topic !== lastListTopic) {
+        let found = byTopic.get(topic);
+        if (!found) byTopic.set(topic, (found = []));
+        lastListTopic = topic;
+        lastList = found;
+      }
+      lastList.push(out);
       if (sources) {
         let from = sources.get(topic);
         if (!from) sources.set(topic, (from = []));
         from.push({ key: lastKey, partition: r.sourcePartition, offset: r.sourceOffset });
       }
     }
+    if (lastPartition !== null) reached.set(lastKey, { sourcePartition: lastPartition, sourceOffset: lastOffset! });
     if (marks && sources) {
       for (const [topic, list] of byTopic) marks.stamp(topic, list, sources.get(topic)!);
       if (marks.skipped > 0) {
