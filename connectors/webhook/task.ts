@@ -240,7 +240,7 @@ export class WebhookTask implements SourceTask {
     this.#acks = [];
     const now = Date.now();
     for (const r of acks) {
-      if (r.replied) continue;
+      if (r.replied || this.#gone(r)) continue;
       this.#ctx?.metrics.observe('ack_seconds', (now - r.receivedAt) / 1000, { route: r.route.path });
       this.#send(r, 200, okBody(r), r.requestId, null);
     }
@@ -271,7 +271,7 @@ export class WebhookTask implements SourceTask {
     for (const r of [...this.#queue, ...this.#inflight]) {
       if (r.dedupeKey !== null && r.stage !== 'settled') this.#dedupe.forget(r.dedupeKey);
       r.stage = 'settled';
-      if (!r.replied) {
+      if (!r.replied && !this.#gone(r)) {
         answered++;
         this.#fail(r, 503, 'unavailable', 'the server is stopping; retry later', RETRY_AFTER_UNAVAILABLE_S);
       }
@@ -324,6 +324,10 @@ export class WebhookTask implements SourceTask {
     for (; i < this.#queue.length; i++) {
       const r = this.#queue[i]!;
       if (r.stage !== 'queued') continue;
+      if (r.res.destroyed) {
+        this.#drop(r);
+        continue;
+      }
       if (out.length > 0 && out.length + r.records.length > MAX_POLL_EVENTS) break;
       r.stage = 'inflight';
       this.#inflight.push(r);
@@ -331,6 +335,14 @@ export class WebhookTask implements SourceTask {
     }
     this.#queue = i === this.#queue.length ? [] : this.#queue.slice(i);
     return out;
+  }
+
+  /** Drops a queued request whose client hung up: nothing of it is appended, so its retry is no duplicate. */
+  #drop(r: Accepted): void {
+    r.stage = 'settled';
+    r.replied = true;
+    this.#pending--;
+    if (r.dedupeKey !== null) this.#dedupe.forget(r.dedupeKey);
   }
 
   /** The `next_request` our partition reached in `offsets`, or null when they are not ours (another boot). */
@@ -363,7 +375,14 @@ export class WebhookTask implements SourceTask {
     const limit = now - this.#ackTimeoutMs;
     let dropped = false;
     for (const r of this.#queue) {
-      if (r.stage !== 'queued' || r.receivedAt > limit) continue;
+      if (r.stage !== 'queued') continue;
+      if (r.res.destroyed) {
+        // The client hung up while nothing polls (a paused pipeline): its slot is freed now.
+        this.#drop(r);
+        dropped = true;
+        continue;
+      }
+      if (r.receivedAt > limit) continue;
       r.stage = 'settled';
       dropped = true;
       if (r.dedupeKey !== null) this.#dedupe.forget(r.dedupeKey);
@@ -603,17 +622,10 @@ export class WebhookTask implements SourceTask {
         timestamp: receivedAt,
       };
     }
+    // A client that gives up waiting is noticed from `res.destroyed` when the request is polled or
+    // answered, not through a 'close' listener per request: listeners were a measurable share of
+    // the cost of a small request.
     const accepted: Accepted = { seq, route, res, origin: incoming.origin, requestId, receivedAt, records, dedupeKey, stage: 'queued', replied: false };
-    res.once('close', () => {
-      if (accepted.replied) return;
-      // The client gave up waiting. Not yet polled: drop it, so its retry is not a duplicate.
-      accepted.replied = true;
-      this.#pending--;
-      if (accepted.stage === 'queued') {
-        accepted.stage = 'settled';
-        if (dedupeKey !== null) this.#dedupe.forget(dedupeKey);
-      }
-    });
     this.#queue.push(accepted);
     this.#notify();
   }
@@ -668,7 +680,16 @@ export class WebhookTask implements SourceTask {
     this.#send(r, status, JSON.stringify({ error, message, request_id: r.requestId }), r.requestId, { 'Retry-After': String(retryAfterS) });
   }
 
+  /** Settles the pending slot of a request whose client is gone, with nobody left to answer; true if so. */
+  #gone(r: Accepted): boolean {
+    if (!r.res.destroyed) return false;
+    r.replied = true;
+    this.#pending--;
+    return true;
+  }
+
   #send(r: Accepted, status: number, body: string, requestId: string, extra: Record<string, string> | null): void {
+    if (this.#gone(r)) return;
     r.replied = true;
     this.#pending--;
     this.#write(r.res, r.route, r.origin, requestId, status, body, extra ?? undefined);

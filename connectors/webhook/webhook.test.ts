@@ -43,6 +43,16 @@ async function untilPending(h: Harness, n: number): Promise<void> {
   throw new Error(`fewer than ${n} requests became pending`);
 }
 
+/** Waits until at most `n` requests are pending, by polling the health route. */
+async function untilPendingAtMost(h: Harness, n: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const health = (await h.request('GET', '/healthz')).json() as { pending: number };
+    if (health.pending <= n) return;
+    await sleep(5);
+  }
+  throw new Error(`more than ${n} requests stayed pending`);
+}
+
 describe('webhook: bodies and records', () => {
   it('answers 200 only once the event is in the log, with the request id in the reply and the record headers', async () => {
     // Guarantee: a 200 means the event is already readable in its topic, and the request id ties the reply to the record.
@@ -269,6 +279,25 @@ describe('webhook: durability and backpressure', () => {
     h.hold = false;
     expect((await h.post('/collect', '{"on_time":true}')).status).toBe(200);
     expect((await h.records('clicks')).map((r) => r.value)).toEqual(['{"on_time":true}']);
+  });
+
+  it('drops a request whose client hung up before the poll, appending nothing of it and freeing its slot', async () => {
+    // Guarantee: a sender that gave up before its events were handed to the log never finds them appended, so its retry is no duplicate.
+    const h = await harness({ routes: [CLICKS], max_pending: 1 });
+    h.hold = true;
+    const gone = http.request(`${h.url}/collect`, { method: 'POST', agent: false, headers: { 'Content-Type': 'application/json' } });
+    const ended = new Promise<void>((resolve) => gone.once('error', () => resolve()).once('close', () => resolve()));
+    gone.end('{"gave_up":true}');
+    await untilPending(h, 1);
+    gone.destroy();
+    await ended;
+    // Still paused: the slot comes free without a poll.
+    await untilPendingAtMost(h, 0);
+    h.hold = false;
+    const reply = await h.post('/collect', '{"stayed":true}');
+    expect(reply.status, reply.text).toBe(200);
+    expect((await h.records('clicks')).map((r) => r.value)).toEqual(['{"stayed":true}']);
+    expect(((await h.request('GET', '/healthz')).json() as { pending: number }).pending).toBe(0);
   });
 
   it('answers every waiting request 503 on stop, and frees the port', async () => {
