@@ -9,7 +9,7 @@ import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOff
 import { NETWORK_ERROR_CODES, errorCode } from '../sql-sink/errors.ts';
 import type { IdentifierRules } from '../sql-sink/names.ts';
 import { compatible, mysqlColumnFamily, mysqlFamilyOf, mysqlTargetType, type Family, type PgType } from '../sql-sink/type-mapping.ts';
-import type { Param } from '../sql-sink/values.ts';
+import { paramRows, type Param, type RowSet } from '../sql-sink/values.ts';
 import type { MysqlSinkConfig } from './schema.ts';
 
 /** MySQL and MariaDB allow 64 characters per identifier. */
@@ -19,6 +19,7 @@ const IDENTIFIERS: IdentifierRules = { engine: 'MySQL', maxLength: 64, measure: 
 const MAX_PARAMS = 65535;
 /** Parameter bytes per statement, well under the default 16 MiB max_allowed_packet. */
 const MAX_STATEMENT_BYTES = 4 << 20;
+const MYSQL_VALUES = { engine: 'mysql' } as const;
 
 /**
  * Strict modes, so a bad value is an error and never a silently truncated or zeroed one; and
@@ -307,16 +308,17 @@ export class MysqlDialect implements SqlDialect<MysqlSession> {
     }
   }
 
-  async upsertRows(session: MysqlSession, table: string, keyColumns: readonly string[], columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void> {
+  async upsertRows(session: MysqlSession, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void> {
+    const { columns } = rows;
     const keys = new Set(keyColumns);
     const updates = columns.filter((c) => !keys.has(c));
     // With only key columns there is nothing to update; assigning a key column to itself keeps the row as it is.
     const set = (updates.length > 0 ? updates : [keyColumns[0]!]).map((c) => `${quoteIdent(c)} = VALUES(${quoteIdent(c)})`).join(', ');
-    await this.#insert(session, table, columns, rows, batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
+    await this.#insert(session, table, columns, paramRows(rows, MYSQL_VALUES), batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
   }
 
-  async insertRows(session: MysqlSession, table: string, columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void> {
-    await this.#insert(session, table, columns, rows, batchRows, '', false);
+  async insertRows(session: MysqlSession, table: string, rows: RowSet, batchRows: number): Promise<void> {
+    await this.#insert(session, table, rows.columns, paramRows(rows, MYSQL_VALUES), batchRows, '', false);
   }
 
   /**

@@ -8,8 +8,8 @@ import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOff
 import { NETWORK_ERROR_CODES, errorCode, errorText } from '../sql-sink/errors.ts';
 import type { IdentifierRules } from '../sql-sink/names.ts';
 import { compatible, parsePgType, pgFamily, pgTargetType, type Family, type PgType } from '../sql-sink/type-mapping.ts';
-import type { Param } from '../sql-sink/values.ts';
-import { copyFrom, encodeCopyRows } from './copy.ts';
+import { paramRows, type Param, type RowSet } from '../sql-sink/values.ts';
+import { copyFrom, encodeCopyRowSet } from './copy.ts';
 import type { PostgresSinkConfig } from './schema.ts';
 
 /** Postgres truncates longer names silently (NAMEDATALEN - 1 bytes), so the sink refuses them. */
@@ -21,8 +21,9 @@ const MAX_PARAMS = 65535;
 const UNIQUE_VIOLATION = '23505';
 /** The most large upserts of a table that skip the COPY-only attempt after it failed. */
 const MAX_COPY_PENALTY = 64;
-/** Bytes of COPY data sent per COPY statement. */
+/** About this many bytes (characters, for ASCII) of COPY data per COPY statement. */
 const COPY_CHUNK_BYTES = 16 << 20;
+const PG_VALUES = { engine: 'postgres' } as const;
 
 /** A double-quoted identifier, with `"` doubled: safe for any name without NUL (checked earlier). */
 export function quoteIdent(name: string): string {
@@ -290,28 +291,33 @@ export class PostgresDialect implements SqlDialect<PgSession> {
     }
   }
 
-  async upsertRows(session: PgSession, table: string, keyColumns: readonly string[], columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void> {
+  async upsertRows(session: PgSession, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void> {
+    const { columns } = rows;
     const keys = new Set(keyColumns);
     const updates = columns.filter((c) => !keys.has(c));
     const conflict = `ON CONFLICT (${keyColumns.map(quoteIdent).join(', ')}) ${
       updates.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${updates.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
     }`;
-    if (this.#useCopy(rows.length)) {
-      if (await this.#copyNewRows(session, table, columns, rows)) return;
-      const stage = await this.#stage(session, table, columns, rows);
+    if (this.#useCopy(rows.rows.length)) {
+      // Encoded before the first await, so the batch's row objects die young instead of being
+      // carried through garbage collections while other partitions run.
+      const data = encodeCopyRowSet(rows, COPY_CHUNK_BYTES);
+      if (await this.#copyNewRows(session, table, columns, data)) return;
+      const stage = await this.#stage(session, table, columns, data);
       const list = columns.map(quoteIdent).join(', ');
       await session.client.query(`INSERT INTO ${this.#table(table)} (${list}) SELECT ${list} FROM ${quoteIdent(stage)} ${conflict}`);
       return;
     }
-    await this.#insertValues(session, table, columns, rows, batchRows, ` ${conflict}`);
+    await this.#insertValues(session, table, columns, paramRows(rows, PG_VALUES), batchRows, ` ${conflict}`);
   }
 
-  async insertRows(session: PgSession, table: string, columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void> {
-    if (this.#useCopy(rows.length)) {
-      await this.#copy(session, `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, rows);
+  async insertRows(session: PgSession, table: string, rows: RowSet, batchRows: number): Promise<void> {
+    const { columns } = rows;
+    if (this.#useCopy(rows.rows.length)) {
+      await this.#copy(session, `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, encodeCopyRowSet(rows, COPY_CHUNK_BYTES));
       return;
     }
-    await this.#insertValues(session, table, columns, rows, batchRows, '');
+    await this.#insertValues(session, table, columns, paramRows(rows, PG_VALUES), batchRows, '');
   }
 
   /**
@@ -322,16 +328,13 @@ export class PostgresDialect implements SqlDialect<PgSession> {
    * the same either way. After such a failure the table is not tried again for a while, doubling
    * each time, so a workload of updates pays little for it. Resolves true when the rows are in.
    */
-  async #copyNewRows(session: PgSession, table: string, columns: readonly string[], rows: readonly Param[][]): Promise<boolean> {
+  async #copyNewRows(session: PgSession, table: string, columns: readonly string[], data: readonly Buffer[]): Promise<boolean> {
     const odds = this.#optimism.get(table) ?? { skip: 0, penalty: 0 };
     if (odds.skip > 0) {
       odds.skip--;
       this.#optimism.set(table, odds);
       return false;
     }
-    // Encoded before the first await, so the batch's row objects die young instead of being
-    // carried through garbage collections while other partitions run.
-    const data = encodeChunks(rows);
     const sql = `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`;
     await session.client.query('SAVEPOINT sluice_copy');
     try {
@@ -364,7 +367,7 @@ export class PostgresDialect implements SqlDialect<PgSession> {
    * A temporary table with the target's column types (not its constraints: the merge checks
    * those), created once per connection and column list, filled by COPY; it empties at commit.
    */
-  async #stage(session: PgSession, table: string, columns: readonly string[], rows: readonly Param[][]): Promise<string> {
+  async #stage(session: PgSession, table: string, columns: readonly string[], data: readonly Buffer[]): Promise<string> {
     const key = `${table}\u0000${columns.join('\u0000')}`;
     let stage = session.stages.get(key);
     if (!stage) {
@@ -378,20 +381,13 @@ export class PostgresDialect implements SqlDialect<PgSession> {
       await session.client.query(`DELETE FROM ${quoteIdent(stage)}`);
     }
     session.stagesInUse.add(stage);
-    await this.#copy(session, `COPY ${quoteIdent(stage)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, rows);
+    await this.#copy(session, `COPY ${quoteIdent(stage)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, data);
     return stage;
   }
 
-  async #copy(session: PgSession, sql: string, rows: readonly Param[][]): Promise<void> {
-    for (const chunk of chunks(rows, Number.MAX_SAFE_INTEGER, COPY_CHUNK_BYTES)) await copyFrom(session.client, sql, encodeCopyRows(chunk));
+  async #copy(session: PgSession, sql: string, data: readonly Buffer[]): Promise<void> {
+    for (const chunk of data) await copyFrom(session.client, sql, chunk);
   }
-}
-
-/** `rows` as COPY data, in buffers of about {@link COPY_CHUNK_BYTES}. */
-function encodeChunks(rows: readonly Param[][]): Buffer[] {
-  const out: Buffer[] = [];
-  for (const chunk of chunks(rows, Number.MAX_SAFE_INTEGER, COPY_CHUNK_BYTES)) out.push(encodeCopyRows(chunk));
-  return out;
 }
 
 /** `($1, $2), ($3, $4)` for `rows` rows of `width` parameters. */

@@ -9,7 +9,7 @@
 import type { Logger } from '../../core/connector.ts';
 import type { IdentifierRules } from './names.ts';
 import type { Family, PgType } from './type-mapping.ts';
-import type { Param } from './values.ts';
+import type { Param, RowSet } from './values.ts';
 
 /** A column of a target table, as the database describes it. */
 export interface TargetColumn {
@@ -138,10 +138,14 @@ export interface SqlDialect<S extends Session = Session> {
   truncate(session: S, table: string): Promise<void>;
   /** Deletes the rows with these keys; `keys` hold one parameter per key column. */
   deleteRows(session: S, table: string, keyColumns: readonly string[], keys: readonly Param[][], batchRows: number): Promise<void>;
-  /** Inserts or updates by key; `rows` hold one parameter per column, key columns among them. */
-  upsertRows(session: S, table: string, keyColumns: readonly string[], columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void>;
-  /** Inserts; `rows` hold one parameter per column. */
-  insertRows(session: S, table: string, columns: readonly string[], rows: readonly Param[][], batchRows: number): Promise<void>;
+  /**
+   * Inserts or updates by key; `rows` name every column they set, key columns among them. The
+   * dialect converts the values ({@link paramRows}, or an encoding with the same result), so a
+   * value the column cannot take throws its record-level error from here.
+   */
+  upsertRows(session: S, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void>;
+  /** Inserts `rows`, converted as {@link upsertRows} converts them. */
+  insertRows(session: S, table: string, rows: RowSet, batchRows: number): Promise<void>;
 }
 
 /** A partition's row of the offsets table. */

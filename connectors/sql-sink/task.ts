@@ -21,7 +21,7 @@ import { sinkError } from './errors.ts';
 import { checkIdentifier, preview } from './names.ts';
 import { plan, type Plan, type PreviousDelete, type Step, type TableUse } from './plan.ts';
 import { inferPgType, type Family } from './type-mapping.ts';
-import { TargetValue, isBadValue, toParam, type Param } from './values.ts';
+import { TargetValue, isBadValue, paramRows, type Param, type RowSet } from './values.ts';
 
 /** The metrics both SQL sinks declare, for their definitions' `metrics`. */
 export const SQL_SINK_METRICS = {
@@ -483,23 +483,14 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       case 'delete':
         return d.deleteRows(session, step.table, step.keyColumns, this.#params(target, step.keyColumns, step.keys), rows);
       case 'upsert':
-        return d.upsertRows(session, step.table, step.keyColumns, step.columns, this.#params(target, step.columns, step.rows), rows);
+        return d.upsertRows(session, step.table, step.keyColumns, rowSet(target, step.columns, step.rows), rows);
       case 'insert':
-        return d.insertRows(session, step.table, step.columns, this.#params(target, step.columns, step.rows), rows);
+        return d.insertRows(session, step.table, rowSet(target, step.columns, step.rows), rows);
     }
   }
 
   #params(target: TargetTable, columns: readonly string[], rows: readonly Row[]): Param[][] {
-    const families: Family[] = columns.map((c) => target.columns.get(c)?.family ?? 'other');
-    const options = { engine: this.#dialect.engine };
-    const out: Param[][] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      const params: Param[] = new Array(columns.length);
-      for (let j = 0; j < columns.length; j++) params[j] = toParam(row[columns[j]!], families[j]!, options);
-      out[i] = params;
-    }
-    return out;
+    return paramRows(rowSet(target, columns, rows), { engine: this.#dialect.engine });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -617,6 +608,11 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       return { name, type: this.#dialect.targetType(type, isKey), nullable: !isKey && (source ? source.nullable : true) };
     });
   }
+}
+
+/** `rows` with the families of `columns` in `target`. */
+function rowSet(target: TargetTable, columns: readonly string[], rows: readonly Row[]): RowSet {
+  return { columns, families: columns.map((c) => target.columns.get(c)?.family ?? 'other'), rows };
 }
 
 /** A change with its own row object, for a plan whose merges must not touch the original. */

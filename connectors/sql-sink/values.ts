@@ -66,6 +66,35 @@ export function toParam(value: unknown, family: Family, options: ValueOptions): 
   }
 }
 
+/**
+ * The rows of one statement with what converting them takes: the columns in statement order and
+ * each column's family in the target. A dialect converts the rows itself, so that a bulk path
+ * (Postgres COPY) can encode straight from the decoded values, without an array of parameters per
+ * row that lives only until it is encoded.
+ */
+export interface RowSet {
+  readonly columns: readonly string[];
+  /** The family of each column of {@link columns}, in the same order. */
+  readonly families: readonly Family[];
+  readonly rows: readonly Readonly<Record<string, unknown>>[];
+}
+
+/**
+ * The parameters of every row of `set`, one array per row in column order, by {@link toParam}.
+ * Throws its record-level error for the first value a column cannot take.
+ */
+export function paramRows(set: RowSet, options: ValueOptions): Param[][] {
+  const { columns, families, rows } = set;
+  const out: Param[][] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    const params: Param[] = new Array(columns.length);
+    for (let j = 0; j < columns.length; j++) params[j] = toParam(row[columns[j]!], families[j]!, options);
+    out[i] = params;
+  }
+  return out;
+}
+
 /** Scalars as they are; objects and arrays as JSON text. */
 function scalar(value: unknown): Param {
   switch (typeof value) {
@@ -135,6 +164,9 @@ const EXPANDED_YEAR = /^(?:([+-])(\d{4,})|(0000))(-\d{2}-\d{2}.*)$/;
  * including `infinity`.
  */
 export function pgDatetime(value: string): string {
+  // Only a year written +YYYYY, -YYYYY or 0000 needs rewriting: one character says whether to look.
+  const first = value.charCodeAt(0);
+  if (first !== 0x2b && first !== 0x2d && first !== 0x30) return value;
   const m = EXPANDED_YEAR.exec(value);
   if (!m) return value;
   const year = m[3] !== undefined ? 0 : Number(m[2]) * (m[1] === '-' ? -1 : 1);
