@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Change, Row } from './changes.ts';
-import { plan, type Step } from './plan.ts';
+import { plan, planChanges, planUpserts, type Plan, type Step } from './plan.ts';
 
 const T = 't';
 const KEY = ['id'] as const;
@@ -112,5 +112,57 @@ describe('plan', () => {
     expect(split.steps()[0]).toMatchObject({ rows: [{ id: 9, a: 1, big: 'kept' }] });
     // A batch ending with a delete says so, for the next one.
     expect(plan([upsert(0, 1, { a: 1 }), del(1, 1)]).trailingDelete).toMatchObject({ key: { id: 1 }, offset: 1n, batchValues: { id: 1, a: 1 } });
+  });
+
+  it('plans a batch of distinct upserts without per-key state exactly as the general planner does', () => {
+    // Guarantee: the upsert-only fast path gives the same tables, samples, moves and statements as the general planner, and steps aside for any batch it cannot plan so.
+    const keyColumns = { one: ['id'], two: ['id', 'k'] } as const;
+    const upsertSpec = fc.record({
+      kind: fc.constant('upsert' as const),
+      table: fc.constantFrom('t', 'u'),
+      key: fc.constantFrom('one' as const, 'one' as const, 'two' as const),
+      id: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 3 }) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 3 }).map(String) }, fc.constantFrom(-0, 1.5, 1e21), fc.constantFrom(true, null, { x: 1 })),
+      k: fc.constantFrom('a', 'b', 1),
+      values: fc.array(fc.tuple(fc.constantFrom('a', 'b', 'c', '__proto__'), fc.oneof(fc.integer(), fc.string(), fc.constant(null))), { maxLength: 4 }),
+      schema: fc.boolean(),
+      unchanged: fc.constantFrom([], [], [], ['c']),
+    });
+    const other = fc.oneof(fc.constant({ kind: 'delete' as const }), fc.constant({ kind: 'truncate' as const }), fc.constant({ kind: 'insert' as const }));
+    const schema = [{ name: 'id', type: { base: 'integer', array: 0 }, typeText: 'integer', nullable: false, pk: true }] as never;
+    const batch = fc.array(fc.oneof({ weight: 20, arbitrary: upsertSpec }, { weight: 1, arbitrary: other }), { maxLength: 30 });
+    const view = (p: Plan) => ({
+      tables: [...p.tables].map(([name, use]) => [name, { ...use, written: [...use.written] }]),
+      moves: p.moves,
+      trailingDelete: p.trailingDelete,
+      steps: p.steps(),
+    });
+    let fast = 0;
+    fc.assert(
+      fc.property(batch, (specs) => {
+        const changes: Change[] = specs.map((s, i): Change => {
+          const offset = BigInt(i);
+          if (s.kind === 'truncate') return { kind: 'truncate', table: T, offset, columns: undefined };
+          if (s.kind === 'delete') return del(i, 1);
+          if (s.kind === 'insert') return { kind: 'insert', table: T, offset, columns: undefined, row: { id: i } };
+          const row: Row = JSON.parse(JSON.stringify(Object.fromEntries([['id', s.id], ...(s.key === 'two' ? [['k', s.k]] : []), ...s.values])));
+          return { kind: 'upsert', table: s.table, offset, columns: s.schema ? schema : undefined, keyColumns: keyColumns[s.key], row, unchanged: s.unchanged, inserted: false };
+        });
+        const copies = changes.map((c) => (c.kind === 'upsert' ? { ...c, row: { ...c.row } } : c));
+        const planned = planUpserts(changes);
+        if (planned === undefined) return;
+        fast++;
+        expect(view(planned)).toEqual(view(planChanges(copies)));
+        expect(changes).toEqual(copies);
+      }),
+      { numRuns: 3000 },
+    );
+    // The fast path is taken, not only declined.
+    expect(fast).toBeGreaterThan(300);
+    // Distinct numeric keys of one table qualify; a repeated key, 1 next to "1", a delete or an unchanged value do not.
+    expect(planUpserts([upsert(0, 1, { a: 1 }), upsert(1, 2, { a: 2 })])).toBeDefined();
+    expect(planUpserts([upsert(0, 1, { a: 1 }), upsert(1, 1, { a: 2 })])).toBeUndefined();
+    expect(planUpserts([upsert(0, 1, { a: 1 }), { ...(upsert(1, 0, { a: 2 }) as Change & { kind: 'upsert' }), row: { id: '1', a: 2 } }])).toBeUndefined();
+    expect(planUpserts([upsert(0, 1, { a: 1 }), del(1, 2)])).toBeUndefined();
+    expect(planUpserts([upsert(0, 1, { a: 1 }, ['big'])])).toBeUndefined();
   });
 });

@@ -111,6 +111,103 @@ interface TableState {
 
 /** Plans `changes` (one partition, offset order); `previous` is the delete that ended the previous batch, if any. */
 export function plan(changes: readonly Change[], previous?: PreviousDelete): Plan {
+  return planUpserts(changes) ?? planChanges(changes, previous);
+}
+
+/** Per table, what {@link planUpserts} tracks. */
+interface UpsertTable {
+  readonly use: TableUse;
+  /** The key columns of every change of the table: one array, as the decoder shares it. */
+  readonly keyColumns: readonly string[];
+  /** The keys seen: values for a one-column key whose values are all numbers or all strings, else {@link keyOf} texts. */
+  readonly keys: Set<unknown>;
+  /** The type of the one-column key's values, while they all share one. */
+  keyType: 'number' | 'string' | 'text';
+  readonly groups: Map<string, UpsertGroup>;
+  last: UpsertGroup | undefined;
+}
+
+interface UpsertGroup {
+  readonly columns: string[];
+  readonly rows: Row[];
+  /** Every column of the group has its sample in the table's `written`: noting more rows of it changes nothing. */
+  noted: boolean;
+}
+
+/**
+ * The plan of a batch made only of upserts of distinct keys that keep no unchanged values (upsert
+ * mode, a snapshot): what {@link planChanges} makes of it, without per-key state, since nothing
+ * collapses, pairs or moves. Undefined for any other batch, which {@link planChanges} plans. It
+ * leaves the rows untouched.
+ */
+export function planUpserts(changes: readonly Change[]): Plan | undefined {
+  const tables = new Map<string, TableUse>();
+  const states = new Map<string, UpsertTable>();
+  let state: UpsertTable | undefined;
+  for (const change of changes) {
+    if (change.kind !== 'upsert' || change.unchanged.length > 0) return undefined;
+    // Only a plain object's keys are its for-in names, which note() reads; JSON.parse makes only those.
+    if (Object.getPrototypeOf(change.row) !== Object.prototype) return undefined;
+    if (state === undefined || state.use.table !== change.table) {
+      state = states.get(change.table);
+      if (state === undefined) {
+        const use: TableUse = { table: change.table, columns: undefined, keyColumns: undefined, written: new Map() };
+        tables.set(change.table, use);
+        states.set(change.table, (state = { use, keyColumns: change.keyColumns, keys: new Set(), keyType: change.keyColumns.length === 1 ? 'number' : 'text', groups: new Map(), last: undefined }));
+      }
+    }
+    // Keys named by other columns could still be one row to the general planner.
+    if (change.keyColumns !== state.keyColumns) return undefined;
+    if (change.columns) state.use.columns = change.columns;
+    state.use.keyColumns = change.keyColumns;
+    const row = change.row;
+    let key: unknown;
+    if (state.keyType === 'text') {
+      key = keyOf(change.keyColumns, row);
+    } else {
+      // Numbers and strings are their own key texts; a mix of both (1 and "1" are one key) is left to the general planner.
+      key = row[change.keyColumns[0]!];
+      if (typeof key !== state.keyType) {
+        if (state.keys.size > 0 || typeof key !== 'string') return undefined;
+        state.keyType = 'string';
+      }
+    }
+    const size = state.keys.size;
+    if (state.keys.add(key).size === size) return undefined;
+
+    const columns = Object.keys(row);
+    let group = state.last !== undefined && sameNames(state.last.columns, columns) ? state.last : undefined;
+    if (group === undefined) {
+      const sig = columns.join('\u0000');
+      group = state.groups.get(sig);
+      if (group === undefined) state.groups.set(sig, (group = { columns, rows: [], noted: false }));
+      state.last = group;
+    }
+    group.rows.push(row);
+    if (!group.noted) {
+      note(state.use, row);
+      group.noted = noted(state.use, row);
+    }
+  }
+  return {
+    tables,
+    moves: [],
+    trailingDelete: undefined,
+    steps: () => {
+      const steps: Step[] = [];
+      for (const [table, t] of states) {
+        for (const group of t.groups.values()) steps.push({ kind: 'upsert', table, keyColumns: t.keyColumns, columns: group.columns, rows: group.rows });
+      }
+      return steps;
+    },
+  };
+}
+
+/**
+ * Plans any batch of `changes` (one partition, offset order), keeping each key's state through the
+ * batch; `previous` is the delete that ended the previous batch, if any.
+ */
+export function planChanges(changes: readonly Change[], previous?: PreviousDelete): Plan {
   const states = new Map<string, TableState>();
   const tables = new Map<string, TableUse>();
   const moves: Move[] = [];
@@ -268,6 +365,12 @@ function note(use: TableUse, row: Row): void {
     if (v !== null && v !== undefined && !(v instanceof TargetValue)) use.written.set(c, v);
     else if (!use.written.has(c)) use.written.set(c, undefined);
   }
+}
+
+/** Whether every column of `row` has its sample in `use.written`, so that noting `row` again changes nothing. */
+function noted(use: TableUse, row: Row): boolean {
+  for (const c in row) if (use.written.get(c) === undefined) return false;
+  return true;
 }
 
 function buildSteps(states: Map<string, TableState>): Step[] {
