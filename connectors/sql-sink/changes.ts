@@ -147,7 +147,8 @@ export class ChangeDecoder {
 
   #parse(record: SinkRecord, what: 'key' | 'value', bytes: Buffer | string): unknown {
     try {
-      return JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
+      // toString() without an encoding is UTF-8 too, and skips the encoding lookup: this runs twice per record.
+      return JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString());
     } catch (err) {
       throw bad(record, `the ${what} is not JSON: ${(err as Error).message}`);
     }
