@@ -9,7 +9,7 @@ import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOff
 import { NETWORK_ERROR_CODES, errorCode } from '../sql-sink/errors.ts';
 import type { IdentifierRules } from '../sql-sink/names.ts';
 import { compatible, mysqlColumnFamily, mysqlFamilyOf, mysqlTargetType, type Family, type PgType } from '../sql-sink/type-mapping.ts';
-import { paramRows, type Param, type RowSet } from '../sql-sink/values.ts';
+import { toParam, type Param, type RowSet } from '../sql-sink/values.ts';
 import type { MysqlSinkConfig } from './schema.ts';
 
 /** MySQL and MariaDB allow 64 characters per identifier. */
@@ -314,11 +314,11 @@ export class MysqlDialect implements SqlDialect<MysqlSession> {
     const updates = columns.filter((c) => !keys.has(c));
     // With only key columns there is nothing to update; assigning a key column to itself keeps the row as it is.
     const set = (updates.length > 0 ? updates : [keyColumns[0]!]).map((c) => `${quoteIdent(c)} = VALUES(${quoteIdent(c)})`).join(', ');
-    await this.#insert(session, table, columns, paramRows(rows, MYSQL_VALUES), batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
+    await this.#insert(session, table, rows, batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
   }
 
   async insertRows(session: MysqlSession, table: string, rows: RowSet, batchRows: number): Promise<void> {
-    await this.#insert(session, table, rows.columns, paramRows(rows, MYSQL_VALUES), batchRows, '', false);
+    await this.#insert(session, table, rows, batchRows, '', false);
   }
 
   /**
@@ -327,15 +327,15 @@ export class MysqlDialect implements SqlDialect<MysqlSession> {
    * trip). An upsert pads its last chunk by repeating a row, which changes nothing; an insert
    * splits its rest into standard sizes instead.
    */
-  async #insert(session: MysqlSession, table: string, columns: readonly string[], rows: readonly Param[][], batchRows: number, suffix: string, idempotent: boolean): Promise<void> {
+  async #insert(session: MysqlSession, table: string, rows: RowSet, batchRows: number, suffix: string, idempotent: boolean): Promise<void> {
+    const { columns } = rows;
     const head = `INSERT INTO ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) VALUES `;
     const one = `(${new Array(columns.length).fill('?').join(', ')})`;
     const max = Math.min(batchRows, Math.floor(MAX_PARAMS / columns.length));
-    for (const chunk of chunks(rows, max, MAX_STATEMENT_BYTES)) {
-      const parts = idempotent ? [padded(chunk, max)] : split(chunk, max);
-      for (const part of parts) {
-        await session.connection.execute(this.#sql(head, one, ', ', part.length, suffix), driverParams(part));
-      }
+    // Every statement's parameters before the first await, so the batch's row objects die young.
+    const statements = insertStatements(rows, max, idempotent);
+    for (const { count, params } of statements) {
+      await session.connection.execute(this.#sql(head, one, ', ', count, suffix), params);
     }
   }
 
@@ -368,18 +368,77 @@ function padded<T>(chunk: readonly T[], max: number): readonly T[] {
   return out;
 }
 
-/** `chunk` split into standard sizes, largest first, keeping row order. */
-function split<T>(chunk: readonly T[], max: number): Array<readonly T[]> {
-  const sizes = standardSizes(max).reverse();
-  const out: Array<readonly T[]> = [];
-  let at = 0;
-  while (at < chunk.length) {
-    const left = chunk.length - at;
-    const size = sizes.find((n) => n <= left)!;
-    out.push(chunk.slice(at, at + size));
-    at += size;
+/** A value as mysql2 takes it. */
+export type DriverParam = string | number | boolean | Buffer | null;
+
+/** One multi-row statement's rows: how many, and their parameters in row order. */
+export interface InsertStatement {
+  readonly count: number;
+  readonly params: DriverParam[];
+}
+
+/**
+ * The statements of {@link MysqlDialect}'s multi-row INSERTs of `set`: the rows grouped as
+ * {@link chunks} groups their parameters (at most `max` rows, about {@link MAX_STATEMENT_BYTES}),
+ * each group padded (`idempotent`) or split to standard sizes, and flattened as
+ * {@link driverParams} flattens them. Each value is converted once, straight into its statement's
+ * array: no array of parameters per row. Hand-written because it runs for every value the sink
+ * writes, and mysql2 (like any driver) only takes the finished flat array. Throws what
+ * {@link toParam} throws for a value the column cannot take, before any statement runs.
+ */
+export function insertStatements(set: RowSet, max: number, idempotent: boolean): InsertStatement[] {
+  const { columns, families, rows } = set;
+  const width = columns.length;
+  const out: InsertStatement[] = [];
+  let params: DriverParam[] = [];
+  let count = 0;
+  let bytes = 0;
+  const flush = (): void => {
+    if (idempotent) {
+      const size = standardSizes(max).find((n) => n >= count) ?? count;
+      // A repeated row changes nothing in an upsert: padding to a standard size reuses a prepared statement.
+      const last = params.length - width;
+      for (let n = count; n < size; n++) for (let j = 0; j < width; j++) params.push(params[last + j]!);
+      out.push({ count: size, params });
+      return;
+    }
+    const sizes = standardSizes(max).reverse();
+    let at = 0;
+    while (at < count) {
+      const size = sizes.find((n) => n <= count - at)!;
+      out.push({ count: size, params: at === 0 && size === count ? params : params.slice(at * width, (at + size) * width) });
+      at += size;
+    }
+  };
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    const start = params.length;
+    let size = 8;
+    for (let j = 0; j < width; j++) {
+      const value = toParam(row[columns[j]!], families[j]!, MYSQL_VALUES);
+      size += paramBytes(value);
+      params.push(typeof value === 'bigint' ? value.toString() : Array.isArray(value) ? JSON.stringify(value) : value);
+    }
+    if (count > 0 && (count >= max || bytes + size > MAX_STATEMENT_BYTES)) {
+      const next = params.splice(start);
+      flush();
+      params = next;
+      count = 0;
+      bytes = 0;
+    }
+    count++;
+    bytes += size;
   }
+  if (count > 0) flush();
   return out;
+}
+
+/** What {@link chunks} counts for one parameter. */
+function paramBytes(v: Param): number {
+  if (typeof v === 'string') return v.length + 4;
+  if (Buffer.isBuffer(v)) return v.length * 2 + 4;
+  if (Array.isArray(v)) return JSON.stringify(v).length;
+  return 8;
 }
 
 /** Rows flattened into mysql2 parameters; bigints as decimal strings, which mysql2's binary protocol takes for any numeric column. */
