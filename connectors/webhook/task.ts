@@ -124,9 +124,6 @@ export class WebhookTask implements SourceTask {
   #pending = 0;
   #queue: Accepted[] = [];
   #inflight: Accepted[] = [];
-  /** Committed requests whose 200 is about to be written. */
-  #acks: Accepted[] = [];
-  #acksScheduled = false;
   /** Counter increments not yet passed to the metrics, by metric, route and status. */
   #tallies = new Map<string, { metric: string; route: string; status: string; n: number }>();
   #wake: (() => void) | null = null;
@@ -214,9 +211,10 @@ export class WebhookTask implements SourceTask {
   }
 
   /**
-   * Answers 200 to every request whose events `offsets` cover. The answers are written just after
-   * `commit` returns (in the next check phase), so the runtime polls and starts the next append
-   * without waiting for dozens of socket writes, which then overlap with that append's fsync.
+   * Answers 200 to every request whose events `offsets` cover, at once. Measured against writing
+   * the answers in the next check phase (so that the runtime's next append starts first): writing
+   * them here cost less CPU per request and gave more requests/s, with `fsync: interval` and
+   * `always` alike, since every answer goes out one event-loop turn sooner.
    */
   async commit(offsets: readonly SourceOffsetEntry[]): Promise<void> {
     const next = this.#nextOf(offsets);
@@ -225,25 +223,10 @@ export class WebhookTask implements SourceTask {
     this.#settle(next, (r) => {
       if (r.dedupeKey !== null) this.#dedupe.resolve(r.dedupeKey, { status: 200, body: okBody(r), requestId: r.requestId }, now);
       this.#tally('events_total', r.route.path, '', r.records.length);
-      if (!r.replied) this.#acks.push(r);
-    });
-    if (this.#acks.length > 0 && !this.#acksScheduled) {
-      this.#acksScheduled = true;
-      setImmediate(() => this.#flushAcks());
-    }
-  }
-
-  /** Writes the 200s of committed requests. Also called by `stop`, so no durable request gets a 503. */
-  #flushAcks(): void {
-    this.#acksScheduled = false;
-    const acks = this.#acks;
-    this.#acks = [];
-    const now = Date.now();
-    for (const r of acks) {
-      if (r.replied || this.#gone(r)) continue;
+      if (r.replied || this.#gone(r)) return;
       this.#ctx?.metrics.observe('ack_seconds', (now - r.receivedAt) / 1000, { route: r.route.path });
       this.#send(r, 200, okBody(r), r.requestId, null);
-    }
+    });
   }
 
   /** Answers 503 with Retry-After to every request whose events the runtime gave up appending. */
@@ -266,7 +249,6 @@ export class WebhookTask implements SourceTask {
     this.#draining = true;
     clearInterval(this.#sweeper);
     this.#wake?.();
-    this.#flushAcks();
     let answered = 0;
     for (const r of [...this.#queue, ...this.#inflight]) {
       if (r.dedupeKey !== null && r.stage !== 'settled') this.#dedupe.forget(r.dedupeKey);
