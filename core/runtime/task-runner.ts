@@ -446,7 +446,11 @@ export class SourceRunner extends TaskRunner {
             this.retryOptions('append'),
           );
         }
-        if (marks.filtering && marks.isDuplicate(lastKey, r.sourceOffset, topic, marks.routeOf(topic, out))) continue;
+        const route = marks.routeOf(topic, out);
+        // A keyed record is routed once, here: the filter, the mark (stamp) and the log all take
+        // this partition instead of hashing the key again. `out` is the runner's own copy.
+        if (route !== undefined && out.key != null && out.partition === undefined) out.partition = route;
+        if (marks.filtering && marks.isDuplicate(lastKey, r.sourceOffset, topic, route)) continue;
       }
       if (topic !== lastListTopic) {
         let found = byTopic.get(topic);
