@@ -5,7 +5,7 @@
  * because TRUNCATE would commit the open transaction.
  */
 import mysql from 'mysql2/promise';
-import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOffset, type ColumnDefinition, type ConnectOptions, type OffsetKey, type Session, type SqlDialect, type TargetColumn, type TargetTable } from '../sql-sink/dialect.ts';
+import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOffset, type ColumnDefinition, type ConnectOptions, type OffsetKey, type Session, type SqlDialect, type Statements, type TargetColumn, type TargetTable } from '../sql-sink/dialect.ts';
 import { NETWORK_ERROR_CODES, errorCode } from '../sql-sink/errors.ts';
 import type { IdentifierRules } from '../sql-sink/names.ts';
 import { compatible, mysqlColumnFamily, mysqlFamilyOf, mysqlTargetType, type Family, type PgType } from '../sql-sink/type-mapping.ts';
@@ -308,17 +308,17 @@ export class MysqlDialect implements SqlDialect<MysqlSession> {
     }
   }
 
-  async upsertRows(session: MysqlSession, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void> {
+  upsertRows(table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Statements<MysqlSession> {
     const { columns } = rows;
     const keys = new Set(keyColumns);
     const updates = columns.filter((c) => !keys.has(c));
     // With only key columns there is nothing to update; assigning a key column to itself keeps the row as it is.
     const set = (updates.length > 0 ? updates : [keyColumns[0]!]).map((c) => `${quoteIdent(c)} = VALUES(${quoteIdent(c)})`).join(', ');
-    await this.#insert(session, table, rows, batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
+    return this.#insert(table, rows, batchRows, ` ON DUPLICATE KEY UPDATE ${set}`, true);
   }
 
-  async insertRows(session: MysqlSession, table: string, rows: RowSet, batchRows: number): Promise<void> {
-    await this.#insert(session, table, rows, batchRows, '', false);
+  insertRows(table: string, rows: RowSet, batchRows: number): Statements<MysqlSession> {
+    return this.#insert(table, rows, batchRows, '', false);
   }
 
   /**
@@ -327,16 +327,17 @@ export class MysqlDialect implements SqlDialect<MysqlSession> {
    * trip). An upsert pads its last chunk by repeating a row, which changes nothing; an insert
    * splits its rest into standard sizes instead.
    */
-  async #insert(session: MysqlSession, table: string, rows: RowSet, batchRows: number, suffix: string, idempotent: boolean): Promise<void> {
+  #insert(table: string, rows: RowSet, batchRows: number, suffix: string, idempotent: boolean): Statements<MysqlSession> {
     const { columns } = rows;
     const head = `INSERT INTO ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) VALUES `;
     const one = `(${new Array(columns.length).fill('?').join(', ')})`;
     const max = Math.min(batchRows, Math.floor(MAX_PARAMS / columns.length));
-    // Every statement's parameters before the first await, so the batch's row objects die young.
     const statements = insertStatements(rows, max, idempotent);
-    for (const { count, params } of statements) {
-      await session.connection.execute(this.#sql(head, one, ', ', count, suffix), params);
-    }
+    return async (session) => {
+      for (const { count, params } of statements) {
+        await session.connection.execute(this.#sql(head, one, ', ', count, suffix), params);
+      }
+    };
   }
 
   /** `head` + `count` times `one` joined by `separator` + `tail`, built once per shape. */

@@ -4,7 +4,7 @@
  * followed by one `INSERT ... SELECT` for large batches.
  */
 import pg from 'pg';
-import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOffset, type ColumnDefinition, type ConnectOptions, type OffsetKey, type Session, type SqlDialect, type TargetColumn, type TargetTable } from '../sql-sink/dialect.ts';
+import { chunks, offsetRowKey, trimMessage, type ClassifiedError, type StoredOffset, type ColumnDefinition, type ConnectOptions, type OffsetKey, type Session, type SqlDialect, type Statements, type TargetColumn, type TargetTable } from '../sql-sink/dialect.ts';
 import { NETWORK_ERROR_CODES, errorCode, errorText } from '../sql-sink/errors.ts';
 import type { IdentifierRules } from '../sql-sink/names.ts';
 import { compatible, parsePgType, pgFamily, pgTargetType, type Family, type PgType } from '../sql-sink/type-mapping.ts';
@@ -291,7 +291,7 @@ export class PostgresDialect implements SqlDialect<PgSession> {
     }
   }
 
-  async upsertRows(session: PgSession, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void> {
+  upsertRows(table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Statements<PgSession> {
     const { columns } = rows;
     const keys = new Set(keyColumns);
     const updates = columns.filter((c) => !keys.has(c));
@@ -299,25 +299,26 @@ export class PostgresDialect implements SqlDialect<PgSession> {
       updates.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${updates.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
     }`;
     if (this.#useCopy(rows.rows.length)) {
-      // Encoded before the first await, so the batch's row objects die young instead of being
-      // carried through garbage collections while other partitions run.
       const data = encodeCopyRowSet(rows, COPY_CHUNK_BYTES);
-      if (await this.#copyNewRows(session, table, columns, data)) return;
-      const stage = await this.#stage(session, table, columns, data);
-      const list = columns.map(quoteIdent).join(', ');
-      await session.client.query(`INSERT INTO ${this.#table(table)} (${list}) SELECT ${list} FROM ${quoteIdent(stage)} ${conflict}`);
-      return;
+      return async (session) => {
+        if (await this.#copyNewRows(session, table, columns, data)) return;
+        const stage = await this.#stage(session, table, columns, data);
+        const list = columns.map(quoteIdent).join(', ');
+        await session.client.query(`INSERT INTO ${this.#table(table)} (${list}) SELECT ${list} FROM ${quoteIdent(stage)} ${conflict}`);
+      };
     }
-    await this.#insertValues(session, table, columns, paramRows(rows, PG_VALUES), batchRows, ` ${conflict}`);
+    const params = paramRows(rows, PG_VALUES);
+    return (session) => this.#insertValues(session, table, columns, params, batchRows, ` ${conflict}`);
   }
 
-  async insertRows(session: PgSession, table: string, rows: RowSet, batchRows: number): Promise<void> {
+  insertRows(table: string, rows: RowSet, batchRows: number): Statements<PgSession> {
     const { columns } = rows;
     if (this.#useCopy(rows.rows.length)) {
-      await this.#copy(session, `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, encodeCopyRowSet(rows, COPY_CHUNK_BYTES));
-      return;
+      const data = encodeCopyRowSet(rows, COPY_CHUNK_BYTES);
+      return (session) => this.#copy(session, `COPY ${this.#table(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`, data);
     }
-    await this.#insertValues(session, table, columns, paramRows(rows, PG_VALUES), batchRows, '');
+    const params = paramRows(rows, PG_VALUES);
+    return (session) => this.#insertValues(session, table, columns, params, batchRows, '');
   }
 
   /**

@@ -139,14 +139,18 @@ export interface SqlDialect<S extends Session = Session> {
   /** Deletes the rows with these keys; `keys` hold one parameter per key column. */
   deleteRows(session: S, table: string, keyColumns: readonly string[], keys: readonly Param[][], batchRows: number): Promise<void>;
   /**
-   * Inserts or updates by key; `rows` name every column they set, key columns among them. The
-   * dialect converts the values ({@link paramRows}, or an encoding with the same result), so a
-   * value the column cannot take throws its record-level error from here.
+   * Inserts or updates by key; `rows` name every column they set, key columns among them. Converts
+   * the values at once ({@link paramRows}, or an encoding with the same result), so a value the
+   * column cannot take throws its record-level error from here, and returns the statements, which
+   * the task runs later in its transaction (the rows are no longer needed by then).
    */
-  upsertRows(session: S, table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Promise<void>;
+  upsertRows(table: string, keyColumns: readonly string[], rows: RowSet, batchRows: number): Statements<S>;
   /** Inserts `rows`, converted as {@link upsertRows} converts them. */
-  insertRows(session: S, table: string, rows: RowSet, batchRows: number): Promise<void>;
+  insertRows(table: string, rows: RowSet, batchRows: number): Statements<S>;
 }
+
+/** Statements with their values converted, ready to run in a transaction on `session`. */
+export type Statements<S extends Session> = (session: S) => Promise<void>;
 
 /** A partition's row of the offsets table. */
 export interface StoredOffset {

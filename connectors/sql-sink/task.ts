@@ -16,7 +16,7 @@ import { RetriableError, SluiceError, isSluiceError, parseDuration, type SinkRec
 import { ChangeDecoder, type Change, type Row, type SourceColumn } from './changes.ts';
 import { RawJson } from './raw-json.ts';
 import type { SqlSinkSettings } from './config.ts';
-import { offsetRowKey, type ColumnDefinition, type OffsetKey, type Session, type SqlDialect, type TargetTable } from './dialect.ts';
+import { offsetRowKey, type ColumnDefinition, type OffsetKey, type Session, type SqlDialect, type Statements, type TargetTable } from './dialect.ts';
 import { sinkError } from './errors.ts';
 import { checkIdentifier, preview } from './names.ts';
 import { plan, type Plan, type PreviousDelete, type Step, type TableUse } from './plan.ts';
@@ -322,6 +322,20 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     try {
       // DDL first: MySQL commits the open transaction on any DDL.
       if (!this.#allReady(batch)) await this.#prepareTables(ctx, session, batch);
+      let statements: Prepared<S>[] | undefined;
+      if (known !== undefined && batch.moves.length === 0) {
+        // Nothing the transaction reads can change these rows: they are converted before its first
+        // round trip and dropped, so they die young instead of surviving collections while this
+        // partition waits for the database and other partitions allocate.
+        statements = [];
+        for (const step of batch.steps()) {
+          table = step.table;
+          statements.push(this.#prepare(step));
+        }
+        table = undefined;
+        batch = withoutRows(batch);
+        changes = [];
+      }
       if (this.#dialect.begin) await this.#dialect.begin(session);
       let expected = known;
       if (expected === undefined) {
@@ -339,10 +353,16 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       if (pending.length > 0) {
         await this.#resolveMoves(ctx, session, batch);
         const kept = await this.#keep(session, batch);
-        const steps = batch.steps();
-        for (const step of steps) {
-          table = step.table;
-          await this.#execute(session, step);
+        if (statements === undefined) {
+          statements = [];
+          for (const step of batch.steps()) {
+            table = step.table;
+            statements.push(this.#prepare(step));
+          }
+        }
+        for (const statement of statements) {
+          table = statement.table;
+          await statement.run(session);
         }
         table = undefined;
         const next = pending[pending.length - 1]!.offset + 1n;
@@ -358,7 +378,7 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
         await this.#dialect.commit(session);
         this.#offsets.set(k, next);
         this.#kept.set(k, keptText === null ? undefined : keptDelete(keptText));
-        this.#count(ctx, steps);
+        this.#count(ctx, statements);
       } else {
         await this.#dialect.commit(session);
         this.#offsets.set(k, expected);
@@ -455,7 +475,7 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     const batch = plan(changes);
     if (this.#dialect.begin) await this.#dialect.begin(session);
     try {
-      for (const step of batch.steps()) await this.#execute(session, step);
+      for (const step of batch.steps()) await this.#prepare(step).run(session);
       return false;
     } catch (err) {
       if (isBadValue(err)) return true;
@@ -466,26 +486,31 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     }
   }
 
-  #count(ctx: SinkTaskContext, steps: readonly Step[]): void {
-    for (const step of steps) {
-      if (step.kind === 'truncate') ctx.metrics.count('truncates_total');
-      else ctx.metrics.count('rows_total', step.kind === 'delete' ? step.keys.length : step.rows.length, { op: step.kind });
+  #count(ctx: SinkTaskContext, statements: readonly Prepared<S>[]): void {
+    for (const s of statements) {
+      if (s.kind === 'truncate') ctx.metrics.count('truncates_total');
+      else ctx.metrics.count('rows_total', s.rows, { op: s.kind });
     }
   }
 
-  async #execute(session: S, step: Step): Promise<void> {
+  /** The statement of `step`, its values converted now; throws a value's record-level error. */
+  #prepare(step: Step): Prepared<S> {
     const d = this.#dialect;
     const target = this.#tables.get(step.table)!;
     const rows = this.#settings.batch_rows;
+    const table = step.table;
     switch (step.kind) {
       case 'truncate':
-        return d.truncate(session, step.table);
-      case 'delete':
-        return d.deleteRows(session, step.table, step.keyColumns, this.#params(target, step.keyColumns, step.keys), rows);
+        return { table, kind: 'truncate', rows: 0, run: (session) => d.truncate(session, table) };
+      case 'delete': {
+        const keys = this.#params(target, step.keyColumns, step.keys);
+        const keyColumns = step.keyColumns;
+        return { table, kind: 'delete', rows: keys.length, run: (session) => d.deleteRows(session, table, keyColumns, keys, rows) };
+      }
       case 'upsert':
-        return d.upsertRows(session, step.table, step.keyColumns, rowSet(target, step.columns, step.rows), rows);
+        return { table, kind: 'upsert', rows: step.rows.length, run: d.upsertRows(table, step.keyColumns, rowSet(target, step.columns, step.rows), rows) };
       case 'insert':
-        return d.insertRows(session, step.table, rowSet(target, step.columns, step.rows), rows);
+        return { table, kind: 'insert', rows: step.rows.length, run: d.insertRows(table, rowSet(target, step.columns, step.rows), rows) };
     }
   }
 
@@ -608,6 +633,20 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
       return { name, type: this.#dialect.targetType(type, isKey), nullable: !isKey && (source ? source.nullable : true) };
     });
   }
+}
+
+/** A step of a plan, converted for its dialect: what it runs, and what the metrics count of it. */
+interface Prepared<S extends Session> {
+  readonly table: string;
+  readonly kind: Step['kind'];
+  /** Rows written or keys deleted. */
+  readonly rows: number;
+  readonly run: Statements<S>;
+}
+
+/** `batch` without its rows, once they are converted: what the transaction still reads of it. */
+function withoutRows(batch: Plan): Plan {
+  return { tables: batch.tables, moves: batch.moves, trailingDelete: batch.trailingDelete, steps: () => [] };
 }
 
 /** `rows` with the families of `columns` in `target`. */
