@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SluiceError } from '../errors.ts';
-import { GroupMembership, OFFSETS_TOPIC, OffsetStore, resetGroupOffsets } from './groups.ts';
+import { GroupMembership, OFFSETS_TOPIC, OffsetStore, resetGroupOffsets, validateGroupName } from './groups.ts';
 import { lockDataDir, type DataDirLock } from './lock.ts';
 import { Partition, syncDir } from './partition.ts';
 import { partitionForKey } from './partitioner.ts';
@@ -537,12 +537,6 @@ export class EmbeddedLog implements Log {
       partition: (topic: string, partition: number) => this.partitionOf(topic, partition),
       readOnly: this.readOnly,
     };
-  }
-}
-
-function validateGroupName(group: string): void {
-  if (typeof group !== 'string' || group.length === 0 || group.length > 255) {
-    throw new SluiceError('INVALID_ARGUMENT', `invalid group name ${JSON.stringify(group)}: use 1-255 characters`, { context: { group } });
   }
 }
 

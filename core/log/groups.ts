@@ -187,3 +187,10 @@ export class GroupMembership {
     }
   }
 }
+
+/** Refuses a group name the offset topics cannot key: empty, not a string, or over 255 characters. Both log backends call it. */
+export function validateGroupName(group: string): void {
+  if (typeof group !== 'string' || group.length === 0 || group.length > 255) {
+    throw new SluiceError('INVALID_ARGUMENT', `invalid group name ${JSON.stringify(group)}: use 1-255 characters`, { context: { group } });
+  }
+}

@@ -14,7 +14,7 @@ import { connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type JetSt
 import type { Logger } from '../../connector.ts';
 import { SluiceError } from '../../errors.ts';
 import { DEFAULT_TOPIC_CONFIG, validateTopicConfig } from '../embedded-log.ts';
-import { resetGroupOffsets } from '../groups.ts';
+import { resetGroupOffsets, validateGroupName } from '../groups.ts';
 import { partitionForKey } from '../partitioner.ts';
 import { chunkIndexes } from '../record-batch.ts';
 import type {
@@ -98,12 +98,6 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};
   for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   return out;
-}
-
-export function validateGroupName(group: string): void {
-  if (typeof group !== 'string' || group.length === 0 || group.length > 255) {
-    throw new SluiceError('INVALID_ARGUMENT', `invalid group name ${JSON.stringify(group)}: use 1-255 characters`, { context: { group } });
-  }
 }
 
 export class JetStreamLog implements Log {
