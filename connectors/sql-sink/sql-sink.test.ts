@@ -402,6 +402,25 @@ describe.each(TARGETS.map((t) => [t.engine, t] as const))('%s sink', (_engine, t
       expect(await sink.task.committedOffsets!([{ topic: 'e', partition: 0 }])).toEqual([]);
     });
 
+    it('names a bad record of a batch converted before its transaction opens, and writes nothing of that batch', async () => {
+      // Guarantee: once the stored offset is known, rows are converted before BEGIN; a value refused then (MySQL) or by the database (Postgres) is still a bad record with its coordinates, and neither rows nor offset move.
+      const t = table('early');
+      await admin.query(`CREATE TABLE ${q(t)} (${q('id')} INT PRIMARY KEY, ${q('code')} VARCHAR(5), ${q('ts')} ${target.engine === 'mysql' ? 'DATETIME(6)' : 'timestamptz'})`);
+      const sink = await started({ mode: 'upsert', table: t });
+      const row = (id: number): Record<string, unknown> => ({ code: `c${id}`, ts: '2024-05-01T10:20:30.123456Z' });
+      await sink.task.put(Array.from({ length: 10 }, (_, id) => record('u', 0, id, { id }, row(id))));
+      // MySQL refuses 'infinity' while converting; Postgres takes it and refuses the too-long code instead.
+      const poison = target.engine === 'mysql' ? { code: 'ok', ts: 'infinity' } : { code: 'way too long', ts: '2024-05-01T10:20:30Z' };
+      const err = await caught(sink.task.put(Array.from({ length: 10 }, (_, i) => record('u', 0, 10 + i, { id: 10 + i }, i === 5 ? poison : row(10 + i)))));
+      expect(err).not.toBeInstanceOf(RetriableError);
+      expect(err.code).toBe('CONNECTOR_FAILED');
+      expect(err.message).toContain('u/0@15 (the first record of u/0@10..19 that fails)');
+      expect(err.context['offset']).toBe('15');
+      expect(await count(t)).toBe(10);
+      expect(await sink.task.committedOffsets!([{ topic: 'u', partition: 0 }])).toEqual([{ topic: 'u', partition: 0, offset: 10n }]);
+      expect(sink.counters.get('rows_total{op=upsert}')).toBe(10);
+    });
+
     it('retries after its connection is killed mid-batch, losing and repeating nothing', async () => {
       // Guarantee: a connection killed server-side in the middle of a transaction is a RetriableError; the retried batch applies every record exactly once.
       const t = table('kill');
