@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- webhook`: sluice's webhook source against a bare node:http server, with the same
- * load generator (autocannon, in this process) for both, in the same run.
+ * load generator for both, in the same run: autocannon (in this process), or Debian's wrk with
+ * BENCH_LOADGEN=wrk. Each row names its generator.
  *
  * - The bare server reads the body, JSON.parses it and replies 202: the floor any Node HTTP ingest
  *   pays. It runs as plain `node` in a child process.
@@ -17,7 +18,8 @@
  * server competes with the generator only. Connections: 64, as in the issue's wrk -c64 figure.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import http from 'node:http';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -74,8 +76,25 @@ interface Load {
   seconds: number;
 }
 
-/** One autocannon run of `seconds` against `url`, after an untimed warmup of the same load. */
+type LoadGenerator = 'autocannon' | 'wrk';
+
+/**
+ * The generator both servers get: autocannon (in this process) unless BENCH_LOADGEN=wrk asks for
+ * Debian's wrk, the generator of the issue's reference figure. wrk is C, so on two cores it leaves
+ * the server more of the machine than autocannon's Node event loop does.
+ */
+function loadGenerator(): LoadGenerator {
+  const wanted = process.env['BENCH_LOADGEN'] ?? 'autocannon';
+  if (wanted !== 'autocannon' && wanted !== 'wrk') throw new Error(`BENCH_LOADGEN must be autocannon or wrk, got ${JSON.stringify(wanted)}`);
+  return wanted;
+}
+
+/** One run of the chosen generator for `seconds` against `url`, after an untimed warmup of the same load. */
 async function load(url: string, body: string, seconds: number, warmupS: number): Promise<Load> {
+  if (loadGenerator() === 'wrk') {
+    if (warmupS > 0) await wrk(url, body, warmupS);
+    return wrk(url, body, seconds);
+  }
   const options = { url, method: 'POST' as const, connections: CONNECTIONS, pipelining: 1, headers: { 'content-type': 'application/json' }, body };
   if (warmupS > 0) await autocannon({ ...options, duration: warmupS });
   const result = await autocannon({ ...options, duration: seconds });
@@ -88,6 +107,45 @@ async function load(url: string, body: string, seconds: number, warmupS: number)
     requests: result.requests.total,
     seconds: result.duration,
   };
+}
+
+// wrk takes the method, headers and body from a Lua script, and its done() hook prints the summary
+// as JSON, so nothing depends on its text report.
+const WRK_SCRIPT = `
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open(os.getenv("SLUICE_BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non2xx":%d,"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+`;
+
+/** One wrk run (one thread, as in the issue's figure); its body and script go through scratch files. */
+async function wrk(url: string, body: string, seconds: number): Promise<Load> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-wrk-'));
+  try {
+    writeFileSync(join(dir, 'body.json'), body);
+    writeFileSync(join(dir, 'post.lua'), WRK_SCRIPT);
+    const args = ['-t1', `-c${CONNECTIONS}`, `-d${Math.max(1, Math.round(seconds))}s`, '--timeout', '10s', '-s', join(dir, 'post.lua'), url];
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn('wrk', args, { env: { ...process.env, SLUICE_BENCH_BODY: join(dir, 'body.json') }, stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      child.once('error', (err) => reject(new Error(`cannot run wrk (apt-get install wrk, or leave BENCH_LOADGEN unset): ${err.message}`)));
+      child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}`))));
+    });
+    const line = out.split('\n').find((l) => l.startsWith('{"requests"'));
+    if (line === undefined) throw new Error(`wrk printed no summary: ${out.slice(0, 200)}`);
+    const r = JSON.parse(line) as { requests: number; duration_us: number; p50_us: number; p99_us: number; non2xx: number; errors: number };
+    const seconds_ = r.duration_us / 1e6;
+    return { requestsPerS: r.requests / seconds_, latencyP50Ms: round(r.p50_us / 1000, 2), latencyP99Ms: round(r.p99_us / 1000, 2), non2xx: r.non2xx, errors: r.errors, requests: r.requests, seconds: seconds_ };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
@@ -182,7 +240,7 @@ export async function run(ctx: BenchContext): Promise<void> {
       const result = await load(server.url, body, durationS, warmupS);
       bare[kind] = result;
       const events = kind === 'single' ? 1 : BATCH;
-      ctx.emit({ case: `bare-${kind}`, connections: CONNECTIONS, body_bytes: Buffer.byteLength(body), requests_per_s: round(result.requestsPerS), events_per_s: round(result.requestsPerS * events), p50_ms: result.latencyP50Ms, p99_ms: result.latencyP99Ms, non_2xx: result.non2xx, errors: result.errors });
+      ctx.emit({ case: `bare-${kind}`, load_generator: loadGenerator(), connections: CONNECTIONS, body_bytes: Buffer.byteLength(body), requests_per_s: round(result.requestsPerS), events_per_s: round(result.requestsPerS * events), p50_ms: result.latencyP50Ms, p99_ms: result.latencyP99Ms, non_2xx: result.non2xx, errors: result.errors });
     }
   } finally {
     await stopChild(server.child);
@@ -201,6 +259,7 @@ export async function run(ctx: BenchContext): Promise<void> {
         const baseline = bare[kind];
         const row: Record<string, unknown> = {
           case: name,
+          load_generator: loadGenerator(),
           connections: CONNECTIONS,
           body_bytes: Buffer.byteLength(body),
           requests_per_s: round(result.requestsPerS),
