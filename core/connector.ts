@@ -272,6 +272,8 @@ export interface SourceTask {
    * Returns the next batch, in order within each source partition. It may wait for data, but must
    * resolve within about a second (return `[]` when idle) and resolve promptly when `signal` aborts,
    * which happens on pause and on stop; records returned after the abort are still appended.
+   * The returned records, and their buffers, belong to the runtime from then on: it may append
+   * the very objects, so the task must never change or reuse them.
    * A RetriableError is retried with backoff; any other error fails the connector (poll has no
    * records yet, so there is nothing to send to a DLQ).
    */
