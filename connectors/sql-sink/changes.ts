@@ -329,7 +329,7 @@ export class ChangeDecoder {
   /** `names`, as the array the previous record with the same key names got, so records of one shape share it. */
   #sameKeyNames(names: readonly string[]): readonly string[] {
     const last = this.#lastKeyNames;
-    if (last && last.length === names.length && last.every((n, i) => n === names[i])) return last;
+    if (last && sameNames(last, names)) return last;
     this.#lastKeyNames = names;
     return names;
   }
@@ -387,6 +387,12 @@ function pick(record: SinkRecord, row: Row, keyColumns: readonly string[]): Row 
     key[k] = v;
   }
   return key;
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Key values compared as the database would: 1 and "1" are one key. */

@@ -143,11 +143,17 @@ export class SqlSinkTask<S extends Session> implements SinkTask {
     if (records.length === 0) return;
     const ctx = this.#context();
     const byPartition = new Map<string, SinkRecord[]>();
+    let list: SinkRecord[] | undefined;
+    let last: SinkRecord | undefined;
     for (const r of records) {
-      const k = offsetRowKey(r.topic, r.partition);
-      let list = byPartition.get(k);
-      if (!list) byPartition.set(k, (list = []));
-      list.push(r);
+      // A partition's records come in runs: its list is looked up again only where the run ends.
+      if (last === undefined || r.partition !== last.partition || r.topic !== last.topic) {
+        const k = offsetRowKey(r.topic, r.partition);
+        list = byPartition.get(k);
+        if (!list) byPartition.set(k, (list = []));
+      }
+      list!.push(r);
+      last = r;
     }
     const errors = await settleAll([...byPartition.values()], this.#settings.connections, (list) => this.#applyPartition(ctx, list));
     if (errors.length > 0) throw worstError(errors);
