@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import type { Family } from '../sql-sink/type-mapping.ts';
-import { toParam, type Param, type RowSet } from '../sql-sink/values.ts';
+import { pgDatetime, toParam, type Param, type RowSet } from '../sql-sink/values.ts';
 
 /** The parts of pg's internal connection a COPY needs. */
 interface CopyConnection {
@@ -85,8 +85,10 @@ export function encodeCopyRows(rows: readonly (readonly Param[])[]): Buffer {
 export function encodeCopyRowSet(set: RowSet, chunkChars: number): Buffer[] {
   const { columns, families, rows } = set;
   const width = columns.length;
-  // Strings and numbers in these families are written as they are (escaped); the others are converted first.
+  // Strings and numbers of most families are written as they are (escaped), datetime strings as
+  // pgDatetime spells them, and anything else as toParam converts it.
   const plain: boolean[] = families.map((f) => !CONVERTED_STRINGS.has(f));
+  const datetime: boolean[] = families.map((f) => f === 'timestamptz' || f === 'timestamp' || f === 'date');
   const out: Buffer[] = [];
   let text = '';
   for (let i = 0; i < rows.length; i++) {
@@ -94,7 +96,7 @@ export function encodeCopyRowSet(set: RowSet, chunkChars: number): Buffer[] {
     for (let j = 0; j < width; j++) {
       const value = row[columns[j]!];
       let field: string;
-      if (plain[j] && typeof value === 'string') field = copyEscape(value);
+      if (typeof value === 'string') field = plain[j] ? copyEscape(value) : datetime[j] ? copyEscape(pgDatetime(value)) : copyField(toParam(value, families[j]!, PG));
       else if (plain[j] && typeof value === 'number') field = String(value);
       else field = copyField(toParam(value, families[j]!, PG));
       text += j === 0 ? field : `\t${field}`;
