@@ -20,7 +20,7 @@ import { offsetRowKey, type ColumnDefinition, type OffsetKey, type Session, type
 import { sinkError } from './errors.ts';
 import { checkIdentifier, preview } from './names.ts';
 import { plan, type Plan, type PreviousDelete, type Step, type TableUse } from './plan.ts';
-import { inferPgType, type Family } from './type-mapping.ts';
+import { inferPgType } from './type-mapping.ts';
 import { TargetValue, isBadValue, paramRows, type Param, type RowSet } from './values.ts';
 
 /** The metrics both SQL sinks declare, for their definitions' `metrics`. */
