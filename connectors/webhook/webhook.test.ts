@@ -300,6 +300,28 @@ describe('webhook: durability and backpressure', () => {
     expect(((await h.request('GET', '/healthz')).json() as { pending: number }).pending).toBe(0);
   });
 
+  it('counts requests by route and status, and events by route, in its metrics', async () => {
+    // Guarantee: every answered request is counted once under its route and status (unrouted ones under route ""), and every appended event under its route.
+    const h = await startHarness({ routes: [CLICKS, { path: '/other', topic: 'other' }] });
+    expect((await h.post('/collect', '[{"a":1},{"a":2}]')).status).toBe(200);
+    expect((await h.post('/collect', '{"a":3}')).status).toBe(200);
+    expect((await h.post('/collect', '{"a":')).status).toBe(400);
+    expect((await h.post('/other', '{"b":1}')).status).toBe(200);
+    expect((await h.post('/nowhere', '{"c":1}')).status).toBe(404);
+    expect((await h.request('OPTIONS', '/other')).status).toBe(204);
+    await h.close();
+    const counted = Object.fromEntries([...h.counters].filter(([k]) => k.startsWith('requests_total') || k.startsWith('events_total')));
+    expect(counted).toEqual({
+      'requests_total{"route":"/collect","status":"200"}': 2,
+      'requests_total{"route":"/collect","status":"400"}': 1,
+      'requests_total{"route":"/other","status":"200"}': 1,
+      'requests_total{"route":"/other","status":"204"}': 1,
+      'requests_total{"route":"","status":"404"}': 1,
+      'events_total{"route":"/collect"}': 3,
+      'events_total{"route":"/other"}': 1,
+    });
+  });
+
   it('answers every waiting request 503 on stop, and frees the port', async () => {
     // Guarantee: stopping never leaves a sender hanging or claims durability for what was not appended.
     const h = await startHarness({ routes: [CLICKS] });
