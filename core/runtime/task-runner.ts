@@ -659,8 +659,15 @@ export class SinkRunner extends TaskRunner {
     this.recordsOut += delivered;
     await this.flushDeadLetters(dead);
 
+    // Polls return each partition's records as a run, so the next offset is noted once per run.
     const next = new Map<string, TopicPartitionOffset>();
-    for (const r of polled) next.set(`${r.topic}\u0000${r.partition}`, { topic: r.topic, partition: r.partition, offset: r.offset + 1n });
+    const note = (r: LogRecord): void => void next.set(`${r.topic}\u0000${r.partition}`, { topic: r.topic, partition: r.partition, offset: r.offset + 1n });
+    let last: LogRecord | null = null;
+    for (const r of polled) {
+      if (last !== null && (r.partition !== last.partition || r.topic !== last.topic)) note(last);
+      last = r;
+    }
+    if (last !== null) note(last);
     let offsets = [...next.values()];
     if (task.preCommit) offsets = [...(await retry(() => task.preCommit!(offsets), this.sink.errors.policy, this.retryOptions('put')))];
     try {
