@@ -766,6 +766,27 @@ describe('consumer groups', () => {
     expect(await (await reopen(log)).committedOffsets('g')).toEqual(earliest);
   });
 
+  it('shares one poll among partitions that all have a backlog, and still reads every record once in order', async () => {
+    // Guarantee: a backlog in the first partition does not fill a whole poll (each partition with data gets its share), and polls drain every partition exactly once, in offset order.
+    const log = await open(tempDir());
+    await log.createTopic('t', { partitions: 4, fsync: 'never' });
+    const value = Buffer.alloc(1024, 0x61);
+    for (let p = 0; p < 4; p++) {
+      for (let b = 0; b < 10; b++) await log.append('t', Array.from({ length: 100 }, () => ({ value, partition: p })));
+    }
+    const c = await consumer(log, 'g', ['t']);
+    const first = await c.poll({ maxBytes: 1 << 20 });
+    const perPartition = [0, 1, 2, 3].map((p) => first.filter((r) => r.partition === p).length);
+    expect(perPartition.every((n) => n > 0), `records per partition in one poll: ${perPartition.join(', ')}`).toBe(true);
+    expect(first.reduce((n, r) => n + r.value!.length, 0)).toBeLessThanOrEqual((1 << 20) + 100 * 1024);
+    const seen: bigint[][] = [[], [], [], []];
+    for (const r of first) seen[r.partition]!.push(r.offset);
+    for (let polls = 0; seen.some((s) => s.length < 1000) && polls < 50; polls++) {
+      for (const r of await c.poll({ maxBytes: 1 << 20 })) seen[r.partition]!.push(r.offset);
+    }
+    for (const offsets of seen) expect(offsets).toEqual(range(0, 1000));
+  });
+
   it('splits partitions between two members, disjoint and covering, and each polls only its own', async () => {
     // Guarantee: members of one group own disjoint sets of partitions that together cover the topic.
     const log = await topicWithData(5, 4);

@@ -52,6 +52,8 @@ const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
 /** Batches are cut at this size so reads stay bounded and segments can roll between them. */
 const MAX_BATCH_BYTES = 1 << 20;
 const MAX_BATCH_RECORDS = 10_000;
+/** The least a poll's first pass reads from a partition, so a group of many partitions still reads whole batches. */
+const MIN_PARTITION_SHARE = 64 << 10;
 const MAINTENANCE_INTERVAL_MS = 30_000;
 
 /** Events the log reports; the runtime forwards them to its logger. */
@@ -622,26 +624,37 @@ class EmbeddedConsumer implements Consumer {
     }
     for (let round = 0; round < 2; round++) {
       let budget = maxBytes;
-      // Rotating the starting partition keeps one busy partition from starving the others.
-      for (let k = 0; k < positions.length && budget > 0; k++) {
-        const pos = positions[(this.nextPartition + k) % positions.length]!;
-        const p = partition(pos.topic, pos.partition);
-        if (pos.offset >= p.highWatermark && !(this.log.internals().readOnly)) continue;
-        let result: ReadResult;
-        try {
-          result = await p.read(pos.offset, { maxBytes: budget });
-        } catch (err) {
-          if (err instanceof SluiceError && err.code === 'OFFSET_OUT_OF_RANGE') {
-            // Retention removed what this group had not read yet; continue from the oldest (or newest)
-            // record still stored, as Kafka's auto.offset.reset does.
-            pos.offset = this.autoOffsetReset === 'earliest' ? p.logStartOffset : p.highWatermark;
-            continue;
+      // A first pass gives each partition an equal share of the budget, as Kafka's
+      // max.partition.fetch.bytes does, so a backlog in one partition does not fill the whole poll
+      // and a sink can write the partitions of a batch in parallel; a second pass hands what the
+      // others left to the partitions with more. Rotating the starting partition keeps one busy
+      // partition from starving the others across polls.
+      const share = Math.max(MIN_PARTITION_SHARE, Math.ceil(maxBytes / positions.length));
+      for (let pass = 0, more = true; pass < 2 && more && budget > 0; pass++) {
+        more = false;
+        const cap = pass === 0 ? share : Infinity;
+        for (let k = 0; k < positions.length && budget > 0; k++) {
+          const pos = positions[(this.nextPartition + k) % positions.length]!;
+          const p = partition(pos.topic, pos.partition);
+          if (pos.offset >= p.highWatermark && !(this.log.internals().readOnly)) continue;
+          let result: ReadResult;
+          try {
+            result = await p.read(pos.offset, { maxBytes: Math.min(budget, cap) });
+          } catch (err) {
+            if (err instanceof SluiceError && err.code === 'OFFSET_OUT_OF_RANGE') {
+              // Retention removed what this group had not read yet; continue from the oldest (or newest)
+              // record still stored, as Kafka's auto.offset.reset does.
+              pos.offset = this.autoOffsetReset === 'earliest' ? p.logStartOffset : p.highWatermark;
+              continue;
+            }
+            throw err;
           }
-          throw err;
+          if (result.records.length === 0) continue;
+          for (const r of result.records) out.push(r);
+          budget -= result.records.reduce((n, r) => n + (r.value?.length ?? 0) + (r.key?.length ?? 0), 0);
+          pos.offset = result.nextOffset;
+          more = true;
         }
-        for (const r of result.records) out.push(r);
-        budget -= result.records.reduce((n, r) => n + (r.value?.length ?? 0) + (r.key?.length ?? 0), 0);
-        pos.offset = result.nextOffset;
       }
       this.nextPartition = (this.nextPartition + 1) % positions.length;
       if (out.length > 0 || round === 1 || (options.maxWaitMs ?? 0) <= 0 || options.signal?.aborted) break;
