@@ -69,6 +69,21 @@ async function waitForPort(port: number, timeoutMs: number, alive: () => boolean
  * clustering.
  */
 export async function startNatsCluster(options: { size?: number; name?: string } = {}): Promise<NatsCluster> {
+  // Ports are picked free, then bound by the nodes a moment later; in between, a node's outgoing
+  // route connection can take one of them as its ephemeral source port (seen in CI: "bind: address
+  // already in use"). Such a start is retried with fresh ports; any other failure is not.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNatsClusterOnce(options);
+    } catch (err) {
+      if (attempt >= PORT_RACE_ATTEMPTS || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+const PORT_RACE_ATTEMPTS = 3;
+
+async function startNatsClusterOnce(options: { size?: number; name?: string }): Promise<NatsCluster> {
   const size = options.size ?? 3;
   if (NATS_SERVER.startsWith('/') && !existsSync(NATS_SERVER)) {
     throw new Error(`no nats-server at ${NATS_SERVER} (install Debian's nats-server package, or set NATS_SERVER)`);
