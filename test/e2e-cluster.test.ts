@@ -156,7 +156,13 @@ describe('worker group', () => {
 
     await explained(
       workers,
-      waitFor(() => completeLines(output).length >= COUNT && new Set(seqs(output)).size === COUNT, { timeoutMs: 90_000, intervalMs: 250, what: `all ${COUNT} seq values in the output` }),
+      waitFor(() => completeLines(output).length >= COUNT && new Set(seqs(output)).size === COUNT, { timeoutMs: 90_000, intervalMs: 250, what: `all ${COUNT} seq values in the output` }).catch((err: unknown) => {
+        // Whether the run was slow or lost records is what a failure here must tell.
+        const distinct = new Set(seqs(output));
+        const missing: number[] = [];
+        for (let seq = 0; seq < COUNT && missing.length < 10; seq++) if (!distinct.has(seq)) missing.push(seq);
+        throw new Error(`${(err as Error).message}; the output holds ${completeLines(output).length} lines and ${distinct.size} distinct seq values, missing for example ${missing.join(', ')}`);
+      }),
     );
     for (const [i, w] of workers.entries()) if (i !== victim) expect(await w.stop('SIGTERM')).toEqual({ code: 0, signal: null });
 
