@@ -267,8 +267,11 @@ describe('postgres-cdc', () => {
       expect(await confirmedFlush('idle_slot')).toBeGreaterThanOrEqual(target);
       expect(await confirmedFlush('idle_slot')).toBeGreaterThan(start);
       // Keepalives alone already move it here; the heartbeat is what moves it when the server has nothing to say.
-      await h.waitFor('a heartbeat to come back through the slot', () => (h.counters.get('heartbeats_received') ?? 0) > 0, 10_000);
+      // The message can come back through the replication connection before the writing query's
+      // reply reaches the task, so both counts are waited for, in either order.
+      await h.waitFor('a heartbeat to be written and to come back through the slot', () => (h.counters.get('heartbeats_sent') ?? 0) > 0 && (h.counters.get('heartbeats_received') ?? 0) > 0, 10_000);
       expect(h.counters.get('heartbeats_sent') ?? 0).toBeGreaterThan(0);
+      expect(h.counters.get('heartbeats_received') ?? 0).toBeGreaterThan(0);
       expect(h.eventsOf('quiet')).toEqual([]);
     } finally {
       await h.stop();
