@@ -389,7 +389,8 @@ function pick(record: SinkRecord, row: Row, keyColumns: readonly string[]): Row 
   return key;
 }
 
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
+/** Whether two column-name lists hold the same names in the same order. */
+export function sameNames(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;

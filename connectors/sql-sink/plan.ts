@@ -21,7 +21,7 @@
  * old row before the deletes run, and a batch that ends with a delete reports it in
  * {@link Plan.trailingDelete}, so the caller can keep the old row for a pair split across batches.
  */
-import { keyText, type Change, type Row, type SourceColumn } from './changes.ts';
+import { keyText, sameNames, type Change, type Row, type SourceColumn } from './changes.ts';
 import { TargetValue } from './values.ts';
 
 export type Step =
@@ -416,12 +416,6 @@ function buildSteps(states: Map<string, TableState>): Step[] {
     }
   }
   return steps;
-}
-
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** The map key of a row's key: its key columns' values as text, in key order. */
